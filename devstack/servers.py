@@ -8,6 +8,7 @@ command that runs it and how to tell it is ready.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -39,7 +40,9 @@ def ensure_packages() -> None:
     if shutil.which("influxd") and _mosquitto_binary():
         return
     if os.geteuid() != 0:
-        raise RuntimeError(f"influxd/mosquitto missing: run `apt-get install -y {' '.join(APT_PACKAGES)}`")
+        raise RuntimeError(
+            f"influxd/mosquitto missing: run `apt-get install -y {' '.join(APT_PACKAGES)}`"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", *APT_PACKAGES], check=True, env=env)
@@ -112,7 +115,9 @@ class LocalServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process and self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; see {self.log_path}:\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited at start; see {self.log_path}:\n{self.tail()}"
+                )
             if self.is_ready():
                 return
             time.sleep(0.05)
@@ -147,10 +152,8 @@ class LocalServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         pid = self.pid()
         if pid is not None and self.running():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + timeout
             while self.running() and time.monotonic() < deadline:
                 time.sleep(0.05)
