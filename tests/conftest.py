@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.secure_broker import SecureMosquittoServer
 from devstack.servers import InfluxServer, LuigidServer, MosquittoServer, ensure_packages
 
 
@@ -34,6 +35,17 @@ def influx(influx_server: InfluxServer, monkeypatch: pytest.MonkeyPatch) -> Infl
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
     with MosquittoServer(tmp_path_factory.mktemp("mosquitto")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mosquitto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureMosquittoServer]:
+    """The repository's deploy/mosquitto broker: TLS only, users `edge` and `gateway`, ACL.
+
+    Use `url_for(user)` / `env_for(user)` for MQTT_BROKER_URL and `ca_path` for MQTT_TLS_CA_CERT;
+    see devstack/secure_broker.py.
+    """
+    with SecureMosquittoServer(tmp_path_factory.mktemp("mosquitto-tls")) as server:
         yield server
 
 
