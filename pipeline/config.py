@@ -1,0 +1,168 @@
+"""Settings as `luigi.Config` classes, read from luigi.cfg and overridden by the environment.
+
+Precedence, highest first: the command line (`--influx-url ...`), the environment variable of the
+contract (`INFLUX_URL`), luigi.cfg, the default here. The environment hook sits where Luigi reads
+a parameter's config value, so everything else (parsing, visibility, the CLI) stays Luigi's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import luigi
+from luigi.parameter import ParameterVisibility
+
+from contracts.influx import InfluxSettings
+
+
+class _EnvOverride:
+    """Mixin for a Luigi parameter whose config value an environment variable overrides."""
+
+    def __init__(self, *args: object, env: str, **kwargs: object) -> None:
+        self.env = env
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+
+    def _get_value_from_config(self, section: str, name: str) -> object:
+        value = os.environ.get(self.env)
+        if value:
+            return self.parse(value)  # type: ignore[attr-defined]
+        return super()._get_value_from_config(section, name)  # type: ignore[misc]
+
+
+class EnvParameter(_EnvOverride, luigi.Parameter):
+    pass
+
+
+class EnvIntParameter(_EnvOverride, luigi.IntParameter):
+    pass
+
+
+class EnvFloatParameter(_EnvOverride, luigi.FloatParameter):
+    pass
+
+
+class EnvBoolParameter(_EnvOverride, luigi.BoolParameter):
+    pass
+
+
+class EnvChoiceParameter(_EnvOverride, luigi.ChoiceParameter):
+    pass
+
+
+_PRIVATE = ParameterVisibility.PRIVATE
+
+
+# Luigi names a config section after its class, hence the lowercase names ([influx], ...).
+class influx(luigi.Config):
+    url = EnvParameter(
+        env="INFLUX_URL", default="http://127.0.0.1:8086", description="InfluxDB base URL"
+    )
+    bucket = EnvParameter(
+        env="INFLUX_BUCKET", default="home_energy", description="v1 database or v2 bucket"
+    )
+    measurement = EnvParameter(
+        env="INFLUX_MEASUREMENT", default="power", description="measurement holding readings"
+    )
+    token = EnvParameter(
+        env="INFLUX_TOKEN",
+        default="",
+        visibility=_PRIVATE,
+        significant=False,
+        description="InfluxDB 2 token for the v1 compatibility API (sent as 'Token ...')",
+    )
+    username = EnvParameter(
+        env="INFLUX_USERNAME", default="", significant=False, description="InfluxDB 1.x user"
+    )
+    password = EnvParameter(
+        env="INFLUX_PASSWORD",
+        default="",
+        visibility=_PRIVATE,
+        significant=False,
+        description="InfluxDB 1.x password",
+    )
+    timeout_s = EnvFloatParameter(
+        env="INFLUX_TIMEOUT_S", default=30.0, description="seconds before a query gives up"
+    )
+    verify_ssl = EnvBoolParameter(
+        env="INFLUX_VERIFY_SSL",
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="verify the server certificate for https URLs",
+    )
+    window_minutes = EnvIntParameter(
+        env="INFLUX_WINDOW_MINUTES",
+        default=60,
+        description="a day is queried in slices this long, which bounds memory",
+    )
+
+    def settings(self) -> InfluxSettings:
+        return InfluxSettings(
+            url=self.url,
+            database=self.bucket,
+            measurement=self.measurement,
+            token=self.token or None,
+            username=self.username or None,
+            password=self.password or None,
+            timeout_s=self.timeout_s,
+            verify_ssl=self.verify_ssl,
+        )
+
+
+class storage(luigi.Config):
+    parquet_base_dir = EnvParameter(
+        env="PARQUET_BASE_DIR", default="data/parquet", description="root of the Parquet datasets"
+    )
+    parquet_compression = EnvChoiceParameter(
+        env="PARQUET_COMPRESSION",
+        default="zstd",
+        choices=["zstd", "snappy", "gzip", "lz4", "uncompressed"],
+        description="Parquet codec",
+    )
+    parquet_row_group_size = EnvIntParameter(
+        env="PARQUET_ROW_GROUP_SIZE", default=122_880, description="rows per Parquet row group"
+    )
+    duckdb_path = EnvParameter(
+        env="DUCKDB_PATH",
+        default="data/duckdb/home_energy.duckdb",
+        description="the live DuckDB file readers open",
+    )
+    publish_mode = EnvChoiceParameter(
+        env="DUCKDB_PUBLISH_MODE",
+        default="swap",
+        choices=["swap", "inplace"],
+        description="swap: work on home_energy.next.duckdb and rename it in (readers keep the "
+        "old file); inplace: one transaction in the live file",
+    )
+    duckdb_memory_limit = EnvParameter(
+        env="DUCKDB_MEMORY_LIMIT",
+        default="512MB",
+        description="memory DuckDB may use while transforming and loading (it spills beyond)",
+    )
+    lock_timeout_s = EnvFloatParameter(
+        env="DUCKDB_LOCK_TIMEOUT_S",
+        default=0.0,
+        description="seconds a writer waits for the writer lock before failing",
+    )
+
+    @property
+    def parquet_root(self) -> Path:
+        return Path(self.parquet_base_dir)
+
+    @property
+    def duckdb_file(self) -> Path:
+        return Path(self.duckdb_path)
+
+
+class calendar(luigi.Config):
+    tz = EnvParameter(
+        env="TZ", default="Asia/Tokyo", description="the pipeline's time zone: a day is local"
+    )
+    source_default = EnvParameter(
+        env="SOURCE_DEFAULT", default="meter1", description="source of readings without a tag"
+    )
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)

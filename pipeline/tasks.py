@@ -1,0 +1,219 @@
+"""The daily tasks: ExtractDay -> ParquetDay -> DuckLoadDay (-> DbtBuild).
+
+Each task's Target says whether its day is done and current: a partition folder with a manifest,
+or a marker row whose fingerprint matches the partition it loaded. `bulk_complete` answers the
+same question for many days at once (one folder listing, one marker query), which is what lets
+RangeDaily check a year in a moment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+
+import luigi
+from luigi.date_interval import DateInterval
+
+from pipeline.config import calendar, influx, storage
+from pipeline.days import LocalDateParameter, LocalDaysParameter, as_interval, day_window_utc
+from pipeline.errors import PipelineError
+from pipeline.extract import InfluxSource
+from pipeline.partitions import PartitionTarget, list_partitions
+from pipeline.transform import write_canonical
+from pipeline.warehouse import MarkerTarget, Warehouse, load_day, marker_ids, read_markers
+
+logger = logging.getLogger("luigi-interface")
+
+LANDING_DATASET = "landing/power"
+RAW_DATASET = "raw_meter_readings"
+
+
+def dataset_dir(name: str):
+    return storage().parquet_root / name
+
+
+def _task_class(cls: type | partial) -> type:
+    # RangeDaily hands bulk_complete a functools.partial of the class, not the class.
+    return cls.func if isinstance(cls, partial) else cls
+
+
+def _as_day(value: date | DateInterval) -> date:
+    return value.date_a if isinstance(value, DateInterval) else value
+
+
+class PipelineTask(luigi.Task):
+    """Base of the pipeline's tasks: expected failures are reported in one line."""
+
+    def complete(self) -> bool:
+        # Luigi looks no further than a complete task, so a day is complete only while what it
+        # was built from is complete (current) too: late data upstream then reaches every stage.
+        return super().complete() and all(t.complete() for t in luigi.task.flatten(self.requires()))
+
+    def on_failure(self, exception: BaseException) -> str:
+        if isinstance(exception, PipelineError):
+            logger.error("%s failed: %s", self.task_id, exception)
+            return f"{type(exception).__name__}: {exception}"
+        return super().on_failure(exception)
+
+    def report(self, done: float, message: str) -> None:
+        """Progress for luigid's visualiser (the bar and the status line)."""
+        self.set_progress_percentage(round(100 * min(max(done, 0.0), 1.0), 1))
+        self.set_status_message(message)
+
+
+class ExtractDay(PipelineTask):
+    """One local day of readings from InfluxDB, as the source gave them (the landing archive)."""
+
+    date = LocalDateParameter(description="local day YYYY-MM-DD; default yesterday")
+    priority = 30
+
+    def output(self) -> PartitionTarget:
+        return PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
+
+    def run(self) -> None:
+        settings = influx()
+        source = InfluxSource(settings.settings(), timedelta(minutes=settings.window_minutes))
+        start, end = day_window_utc(self.date, calendar().zone)
+        span = (end - start).total_seconds()
+
+        def progress(upto: datetime, rows: int) -> None:
+            self.report((upto - start).total_seconds() / span, f"{rows:,} readings extracted")
+
+        with self.output().writing() as staged:
+            extracted_at = datetime.now(UTC)
+            stats = source.extract(
+                start,
+                end,
+                staged.folder / "part-0.parquet",
+                compression=_arrow_codec(storage().parquet_compression),
+                progress=progress,
+            )
+            staged.manifest.update(
+                rows=stats.rows,
+                field_counts=stats.field_counts,
+                extracted_at=extracted_at.isoformat(),
+                window_utc=[start.isoformat(), end.isoformat()],
+            )
+        if stats.rows == 0:
+            logger.warning(
+                "no readings for %s in %s between %s and %s: archived an empty day",
+                self.date,
+                settings.settings().url,
+                start,
+                end,
+            )
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
+        done = list_partitions(dataset_dir(LANDING_DATASET))
+        return [d for d in parameter_tuples if _as_day(d) in done]
+
+
+def _arrow_codec(codec: str) -> str:
+    return "none" if codec == "uncompressed" else codec
+
+
+class ParquetDay(PipelineTask):
+    """The canonical `raw_meter_readings` partition of one day, rebuilt when the landing changes."""
+
+    date = LocalDateParameter(description="local day YYYY-MM-DD; default yesterday")
+    priority = 20
+
+    def requires(self) -> ExtractDay:
+        return ExtractDay(date=self.date)
+
+    def output(self) -> PartitionTarget:
+        landing = self.requires().output().fingerprint()
+        return PartitionTarget(dataset_dir(RAW_DATASET), self.date, built_from=landing or "-")
+
+    def run(self) -> None:
+        landing = self.input()
+        manifest = landing.manifest()
+        cal, store = calendar(), storage()
+        with self.output().writing() as staged:
+            stats = write_canonical(
+                landing.data_files(),
+                staged.folder / "part-0.parquet",
+                tz=cal.tz,
+                source_default=cal.source_default,
+                ingested_at=datetime.fromisoformat(manifest["extracted_at"]),
+                compression=store.parquet_compression,
+                row_group_size=store.parquet_row_group_size,
+                memory_limit=store.duckdb_memory_limit,
+                spill_dir=staged.folder.with_name(staged.folder.name + ".spill"),
+            )
+            staged.manifest.update(
+                rows=stats.rows, sources=stats.sources, built_from=landing.fingerprint()
+            )
+        self.report(1.0, f"{stats.rows:,} readings from {stats.sources} source(s)")
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
+        landing, raw = dataset_dir(LANDING_DATASET), dataset_dir(RAW_DATASET)
+        return [
+            d
+            for d in ExtractDay.bulk_complete(parameter_tuples)
+            if PartitionTarget(
+                raw, _as_day(d), PartitionTarget(landing, _as_day(d)).fingerprint()
+            ).exists()
+        ]
+
+
+class DuckLoadDay(PipelineTask):
+    """A day (or a batch of days) of readings loaded into DuckDB with its marker row.
+
+    Batched runs load many days and publish the database once; `max_batch_size` bounds how much
+    one publish carries.
+    """
+
+    date = LocalDaysParameter(description="local day YYYY-MM-DD (or a span); default yesterday")
+    priority = 10
+    max_batch_size = 31
+    resources = {"duckdb": 1}  # noqa: RUF012  (Luigi reads it from the class)
+
+    def days(self) -> list[date]:
+        return list(as_interval(self.date).dates())
+
+    def requires(self) -> list[ParquetDay]:
+        return [ParquetDay(date=day) for day in self.days()]
+
+    def output(self) -> list[MarkerTarget]:
+        live = storage().duckdb_file
+        ids = marker_ids(self.get_task_family(), self.days())
+        return [
+            MarkerTarget(live, ids[part.day], part.fingerprint())
+            for part in (p.output() for p in self.requires())
+        ]
+
+    def run(self) -> None:
+        store, zone = storage(), calendar().zone
+        ids = marker_ids(self.get_task_family(), self.days())
+        warehouse = Warehouse(store.duckdb_file, store.publish_mode, store.lock_timeout_s)
+        total = 0
+        with warehouse.writing() as con:
+            for n, part in enumerate(t.output() for t in self.requires()):
+                total += load_day(
+                    con,
+                    parquet_glob=part.glob(),
+                    window_utc=day_window_utc(part.day, zone),
+                    update_id=ids[part.day],
+                    day=part.day,
+                    fingerprint=part.fingerprint() or "",
+                )
+                self.report((n + 1) / len(ids), f"{total:,} rows loaded, day {part.day}")
+        self.report(1.0, f"{total:,} rows in {len(ids)} day(s) published")
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
+        family = _task_class(cls).get_task_family()
+        markers = read_markers(storage().duckdb_file, f"{family}(")
+        raw = dataset_dir(RAW_DATASET)
+        done = []
+        for value in ParquetDay.bulk_complete(parameter_tuples):
+            day = _as_day(value)
+            current = PartitionTarget(raw, day).fingerprint()
+            if markers.get(marker_ids(family, [day])[day]) == current:
+                done.append(value)
+        return done

@@ -1,0 +1,307 @@
+"""The DuckDB warehouse: schema, marker rows, and publishing without readers seeing a half state.
+
+Publishing (design.md section 4): writers take a lock file of our own (the swap goes around
+DuckDB's lock), work in `home_energy.next.duckdb` copied from the live file, verify it by reading
+every column of every table and comparing row counts with the markers, CHECKPOINT, then swap it
+in: the live file is hard-linked to `home_energy.prev.duckdb` and replaced by one atomic rename,
+so a reader opening the live path always finds a whole database, and readers holding the old one
+keep it. `inplace` mode does the work as one transaction in the live file instead.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import luigi
+
+from pipeline.errors import PipelineError
+from pipeline.transform import RAW_COLUMNS
+
+logger = logging.getLogger("luigi-interface")
+
+RAW_COLUMN_LIST = ", ".join(RAW_COLUMNS)
+MARKER_TABLE = "table_updates"
+RAW_TABLE = "raw_meter_readings"
+
+SCHEMA_SQL = f"""
+create table if not exists {RAW_TABLE} (
+    ts_utc timestamptz not null,
+    ts_jst timestamp not null,
+    source varchar not null,
+    instant_power_w double,
+    energy_import_kwh double,
+    energy_export_kwh double,
+    ingested_at timestamptz not null
+);
+-- Luigi's marker-table convention (luigi.contrib.rdbms), extended with what the pipeline needs.
+create table if not exists {MARKER_TABLE} (
+    update_id varchar primary key,
+    target_table varchar not null,
+    inserted timestamptz not null,
+    partition_date date,
+    row_count bigint,
+    fingerprint varchar
+);
+"""
+
+
+def sibling(live: Path, role: str) -> Path:
+    """`home_energy.duckdb` -> `home_energy.<role>.duckdb`."""
+    return live.with_name(f"{live.stem}.{role}{live.suffix}")
+
+
+def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            raise PipelineError(
+                f"DuckDB file {path} is locked by another process; close it and rerun "
+                f"({str(e).splitlines()[0]})"
+            ) from None
+        raise PipelineError(f"DuckDB file {path} cannot be opened: {e}") from None
+
+
+def read_markers(live: Path, prefix: str) -> dict[str, str | None]:
+    """update_id -> fingerprint of every marker whose id starts with `prefix`, in one query."""
+    if not live.exists():
+        return {}
+    with connect(live, read_only=True) as con:
+        if not _has_table(con, MARKER_TABLE):
+            return {}
+        rows = con.execute(
+            f"select update_id, fingerprint from {MARKER_TABLE} where starts_with(update_id, ?)",
+            [prefix],
+        ).fetchall()
+    return dict(rows)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.tables where table_name = ?", [name]
+        ).fetchone()[0]
+    )
+
+
+def write_marker(
+    con: duckdb.DuckDBPyConnection,
+    update_id: str,
+    target_table: str,
+    *,
+    partition_date: date | None,
+    row_count: int | None,
+    fingerprint: str | None,
+) -> None:
+    con.execute(
+        f"insert or replace into {MARKER_TABLE} "
+        "(update_id, target_table, inserted, partition_date, row_count, fingerprint) "
+        "values (?, ?, now(), ?, ?, ?)",
+        [update_id, target_table, partition_date, row_count, fingerprint],
+    )
+
+
+class MarkerTarget(luigi.Target):
+    """A marker row in the live database, current while its fingerprint matches the input's."""
+
+    def __init__(self, live: Path, update_id: str, fingerprint: str | None) -> None:
+        self.live = live
+        self.update_id = update_id
+        self.fingerprint = fingerprint
+
+    def exists(self) -> bool:
+        if self.fingerprint is None:  # the input itself is missing
+            return False
+        return read_markers(self.live, self.update_id).get(self.update_id) == self.fingerprint
+
+
+def load_day(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    parquet_glob: str,
+    window_utc: tuple[datetime, datetime],
+    update_id: str,
+    day: date,
+    fingerprint: str,
+) -> int:
+    """Replace one day of readings from its Parquet partition and mark it, in one transaction."""
+    con.execute("begin transaction")
+    try:
+        con.execute(f"delete from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", list(window_utc))
+        con.execute(
+            f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} "
+            "from read_parquet(?, hive_partitioning = false)",
+            [parquet_glob],
+        )
+        rows = con.execute(
+            f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", list(window_utc)
+        ).fetchone()[0]
+        write_marker(
+            con, update_id, RAW_TABLE, partition_date=day, row_count=rows, fingerprint=fingerprint
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return rows
+
+
+def verify(con: duckdb.DuckDBPyConnection) -> None:
+    """Read every column of every table, and check the raw table against its markers.
+
+    DuckDB has no `PRAGMA integrity_check`; reading everything exercises every block's checksum.
+    """
+    tables = [
+        t
+        for (t,) in con.execute(
+            "select table_name from information_schema.tables where table_type = 'BASE TABLE'"
+        ).fetchall()
+    ]
+    for table in tables:
+        con.execute(f'select count(*), bit_xor(hash(columns(*))) from "{table}"').fetchall()
+    expected = con.execute(
+        f"select coalesce(sum(row_count), 0) from {MARKER_TABLE} where target_table = ?",
+        [RAW_TABLE],
+    ).fetchone()[0]
+    actual = con.execute(f"select count(*) from {RAW_TABLE}").fetchone()[0]
+    if expected != actual:
+        raise PipelineError(
+            f"verification failed: {RAW_TABLE} has {actual} rows, its markers say {expected}; "
+            "the new database was not published"
+        )
+
+
+class Warehouse:
+    """The live DuckDB file and the way writers change it."""
+
+    def __init__(self, live: Path, mode: str = "swap", lock_timeout_s: float = 0.0) -> None:
+        self.live = Path(live)
+        self.mode = mode
+        self.lock_timeout_s = lock_timeout_s
+
+    @property
+    def next_path(self) -> Path:
+        return sibling(self.live, "next")
+
+    @property
+    def prev_path(self) -> Path:
+        return sibling(self.live, "prev")
+
+    @property
+    def lock_path(self) -> Path:
+        return self.live.with_name(self.live.name + ".lock")
+
+    @contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database to change; on a clean exit the change is published."""
+        self.live.parent.mkdir(parents=True, exist_ok=True)
+        with self._writer_lock():
+            if self.mode == "inplace":
+                with self._inplace() as con:
+                    yield con
+            else:
+                with self._swap() as con:
+                    yield con
+
+    @contextmanager
+    def _inplace(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = connect(self.live)
+        try:
+            con.execute(SCHEMA_SQL)
+            yield con
+            verify(con)
+            con.execute("checkpoint")
+        finally:
+            con.close()
+
+    @contextmanager
+    def _swap(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        work = self.next_path
+        _remove_db(work)
+        if self.live.exists():
+            if _wal(self.live).exists():
+                raise PipelineError(
+                    f"{self.live} has an unmerged WAL ({_wal(self.live).name}); open it once with "
+                    "DuckDB to checkpoint it before publishing over it"
+                )
+            shutil.copyfile(self.live, work)
+        try:
+            con = connect(work)
+            try:
+                con.execute(SCHEMA_SQL)
+                yield con
+                verify(con)
+                con.execute("checkpoint")
+            finally:
+                con.close()
+            _fsync(work)
+            self._publish(work)
+        finally:
+            _remove_db(work)
+
+    def _publish(self, work: Path) -> None:
+        if self.live.exists():
+            staged_prev = sibling(self.live, "prev-staging")
+            staged_prev.unlink(missing_ok=True)
+            os.link(self.live, staged_prev)
+            os.replace(staged_prev, self.prev_path)
+        os.replace(work, self.live)
+        _fsync(self.live.parent)
+        logger.info("published %s (previous kept as %s)", self.live, self.prev_path.name)
+
+    @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        with self.lock_path.open("a+") as f:
+            deadline = time.monotonic() + self.lock_timeout_s
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        f.seek(0)
+                        holder = f.read().strip() or "unknown"
+                        raise PipelineError(
+                            f"another writer holds {self.lock_path} (pid {holder}); "
+                            "DuckDB takes one writer at a time"
+                        ) from None
+                    time.sleep(0.2)
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield
+            finally:
+                f.truncate(0)
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _remove_db(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _wal(path).unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def marker_ids(task_family: str, days: Iterable[date]) -> dict[date, str]:
+    return {day: f"{task_family}(date={day.isoformat()})" for day in days}
