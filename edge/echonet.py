@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 
 EHD = 0x1081
+UDP_PORT = 0x0E1A  # 3610, where every ECHONET Lite node listens
 CONTROLLER = 0x05FF01  # SEOJ: controller class, instance 1 (the HEMS side)
 SMART_METER = 0x028801  # DEOJ: low-voltage smart electric energy meter, instance 1
 NODE_PROFILE = 0x0EF001  # source of the instance-list notification a meter sends on join
