@@ -1,0 +1,57 @@
+{#-
+  The local dates an incremental run of the energy marts rebuilds, or none to build everything.
+
+  Called from an incremental model with the register readings relation. Returns none on a
+  first build, with --full-refresh, or without the `start_date` var. Otherwise the loaded
+  days [start_date, end_date] changed, and so did every day that an interval with an end in
+  them overlaps: from the date of the last reading before start_date (usually the day before,
+  whose share across midnight changes) to the date of the first reading after end_date
+  (usually the day after, when days are loaded out of order), and at least
+  [start_date - 1, end_date + 1]. Readings are taken per source and register, as the energy
+  intervals are. The result is a dict of ISO dates: first_date, last_date.
+-#}
+{% macro energy_rebuild_window(register_readings) %}
+    {%- set start_date = var('start_date') -%}
+    {%- if start_date is none or not is_incremental() -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set end_date = var('end_date') or start_date -%}
+    {%- for value in [start_date, end_date] -%}
+        {%- if not modules.re.fullmatch('[0-9]{4}-[0-9]{2}-[0-9]{2}', value | string) -%}
+            {{ exceptions.raise_compiler_error(
+                "vars start_date/end_date must be local dates YYYY-MM-DD, got '" ~ value ~ "'") }}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if (end_date | string) < (start_date | string) -%}
+        {{ exceptions.raise_compiler_error(
+            "var end_date " ~ end_date ~ " is before start_date " ~ start_date) }}
+    {%- endif -%}
+
+    {%- set window_query -%}
+        with neighbours as (
+            select
+                max(ts_utc) filter (
+                    where ts_utc < {{ local_midnight("date '" ~ start_date ~ "'") }}
+                ) as previous_at,
+                min(ts_utc) filter (
+                    where ts_utc >= {{ local_midnight("date '" ~ end_date ~ "' + 1") }}
+                ) as next_at
+            from {{ register_readings }}
+            group by source, register
+        )
+
+        select
+            least(
+                date '{{ start_date }}' - 1,
+                min(cast({{ to_local('previous_at') }} as date))
+            ) as first_date,
+            greatest(
+                date '{{ end_date }}' + 1,
+                max(cast({{ to_local('next_at') }} as date))
+            ) as last_date
+        from neighbours
+    {%- endset -%}
+
+    {%- set row = run_query(window_query).rows[0] -%}
+    {{ return({'first_date': row[0] | string, 'last_date': row[1] | string}) }}
+{% endmacro %}

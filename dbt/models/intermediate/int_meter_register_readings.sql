@@ -1,0 +1,34 @@
+-- The cumulative kWh readings in long form: one row per source, register and reading that
+-- carries that register. A reading without the field (NULL) is simply absent, so it neither
+-- starts nor ends an energy interval.
+with readings as (
+
+    select * from {{ ref('stg_meter_readings') }}
+
+),
+
+import_readings as (
+
+    select source, 'import' as register, ts_utc, energy_import_kwh as kwh
+    from readings
+    where energy_import_kwh is not null
+
+),
+
+export_readings as (
+
+    select source, 'export' as register, ts_utc, energy_export_kwh as kwh
+    from readings
+    where energy_export_kwh is not null
+
+),
+
+register_readings as (
+
+    select * from import_readings
+    union all
+    select * from export_readings
+
+)
+
+select * from register_readings

@@ -1,0 +1,8 @@
+{#- Fails for every row whose column is negative (NULL passes: pair with not_null if needed). -#}
+{% test non_negative(model, column_name) %}
+
+select {{ column_name }}
+from {{ model }}
+where {{ column_name }} < 0
+
+{% endtest %}

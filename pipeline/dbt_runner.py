@@ -1,0 +1,147 @@
+"""Run `dbt build` on the repository's dbt project, in-process, against one DuckDB file.
+
+dbt-duckdb keeps its DuckDB connection in a class-level "environment" that outlives the dbt
+invocation (and with `keep_open`, the default in dbt-duckdb 1.11, never closes it). The
+pipeline renames the DuckDB file to publish it, so after every build this module closes that
+environment: the file is then free to rename, reopen or lock from another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+from dbt.cli.main import dbtRunner, dbtRunnerResult
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
+
+# Statuses of dbt result nodes that fail a build (RunStatus.Error, TestStatus.Fail/Error).
+_FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
+
+
+class DbtBuildError(RuntimeError):
+    """dbt build failed; the message names the failing models and tests."""
+
+
+@dataclass(frozen=True)
+class DbtBuildResult:
+    models: int
+    tests: int
+
+
+def run_dbt_build(
+    duckdb_path: Path,
+    *,
+    start_date: date | None = None,
+    end_date: date | None = None,
+    full_refresh: bool = False,
+    time_zone: str | None = None,
+) -> DbtBuildResult:
+    """Build every model and run every test of the project on `duckdb_path`.
+
+    With `start_date` (and `end_date`, default the same day) the energy marts rebuild only
+    those local days and their neighbours; without, or with `full_refresh`, everything.
+    `time_zone` overrides the project's var `tz` (the pipeline time zone, default Asia/Tokyo).
+    dbt's target and log folders go next to the DuckDB file, not into the repository.
+    """
+    duckdb_path = Path(duckdb_path).resolve()
+    work_dir = duckdb_path.parent / "dbt"
+    args = [
+        "build",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(work_dir / "target"),
+        "--log-path",
+        str(work_dir / "logs"),
+        "--vars",
+        json.dumps(_build_vars(start_date, end_date, time_zone)),
+    ]
+    if full_refresh:
+        args.append("--full-refresh")
+
+    with _environment(DUCKDB_PATH=str(duckdb_path)):
+        try:
+            outcome = dbtRunner().invoke(args)
+        finally:
+            _close_duckdb_environment()
+    return _summarise(outcome)
+
+
+def _build_vars(start_date: date | None, end_date: date | None, time_zone: str | None) -> dict:
+    if end_date is not None and start_date is None:
+        raise ValueError("end_date needs a start_date")
+    if start_date is not None and end_date is not None and end_date < start_date:
+        raise ValueError(f"end_date {end_date} is before start_date {start_date}")
+    build_vars: dict[str, str] = {}
+    if start_date is not None:
+        build_vars["start_date"] = start_date.isoformat()
+        build_vars["end_date"] = (end_date or start_date).isoformat()
+    if time_zone is not None:
+        build_vars["tz"] = time_zone
+    return build_vars
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _close_duckdb_environment() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open between invocations.
+
+    `close_all_connections()` only drops the reference; closing the environment first closes
+    the DuckDB connection (and its cursors) now, releasing the file and its lock.
+    """
+    with DuckDBConnectionManager._LOCK:
+        environment = DuckDBConnectionManager._ENV
+        if environment is not None:
+            environment.close()
+        DuckDBConnectionManager.close_all_connections()
+
+
+def _summarise(outcome: dbtRunnerResult) -> DbtBuildResult:
+    if outcome.exception is not None:
+        raise DbtBuildError(f"dbt build did not run: {outcome.exception}")
+    node_results = list(getattr(outcome.result, "results", None) or [])
+    failures = [
+        _describe_failure(result)
+        for result in node_results
+        if str(result.status) in _FAILED_STATUSES
+    ]
+    if failures or not outcome.success:
+        skipped = sum(str(result.status) == "skipped" for result in node_results)
+        detail = "; ".join(failures) or "no failing node reported (see dbt's log)"
+        raise DbtBuildError(f"dbt build failed: {detail} ({skipped} nodes skipped)")
+    return DbtBuildResult(
+        models=_count(node_results, "model"),
+        tests=_count(node_results, "test"),
+    )
+
+
+def _describe_failure(result) -> str:
+    node = result.node
+    message = (result.message or str(result.status)).strip().splitlines()
+    return f"{node.resource_type} {node.name}: {message[0] if message else result.status}"
+
+
+def _count(node_results: list, resource_type: str) -> int:
+    return sum(str(result.node.resource_type) == resource_type for result in node_results)
