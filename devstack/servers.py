@@ -238,8 +238,8 @@ bind-address = "127.0.0.1:{self.rpc_port}"
             self.query(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
         return self
 
-    def query(self, q: str) -> bytes:
-        data = urllib.parse.urlencode({"q": q}).encode()
+    def query(self, q: str, db: str | None = None) -> bytes:
+        data = urllib.parse.urlencode({"q": q, **({"db": db} if db else {})}).encode()
         req = urllib.request.Request(f"{self.url}/query", data=data)
         if self.auth and "CREATE USER" not in q:
             req.add_header("Authorization", _basic_auth(*self.auth))
@@ -337,3 +337,37 @@ db_connection = sqlite:///{self.workdir}/luigi-task-history.db
 
     def env(self) -> dict[str, str]:
         return {"LUIGI_SCHEDULER_URL": self.url}
+
+
+class GatewayServer(LocalServer):
+    """`python -m gateway` with its API on `port`, configured by `env` (INFLUX_*, MQTT_*...).
+
+    Ready when the API port answers; its dead letters default to `workdir`. A real process,
+    so tests and the benchmark can SIGTERM and SIGKILL it.
+    """
+
+    name = "gateway"
+
+    def __init__(self, workdir: Path, env: dict[str, str], port: int | None = None) -> None:
+        super().__init__(workdir, port)
+        self.settings_env = env
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def deadletter_path(self) -> Path:
+        return Path(self.process_env()["GATEWAY_DEADLETTER_PATH"])
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gateway"]
+
+    def process_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "GATEWAY_DEADLETTER_PATH": str(self.workdir / "deadletters.jsonl"),
+            **self.settings_env,
+            "GATEWAY_API_HOST": "127.0.0.1",
+            "GATEWAY_API_PORT": str(self.port),
+        }

@@ -59,7 +59,8 @@ class LocalDateParameter(luigi.DateParameter):
 
 
 class LocalDaysParameter(luigi.DateIntervalParameter):
-    """One past local day or a span of them (`2025-12-17`, `2025-12`, `2025-12-01-2025-12-08`).
+    """One past local day or a span of them: `2025-12-17`, `2025-12`, or `2025-12-01-2025-12-08`
+    (Luigi's custom span, end exclusive: December 1 to 7).
 
     Batched runs combine their days into the span that covers them, so a backfill loads many days
     with one publish. RangeDaily passes plain dates, which become one-day spans.
@@ -69,7 +70,10 @@ class LocalDaysParameter(luigi.DateIntervalParameter):
         super().__init__(batch_method=covering_span, **kwargs)
 
     def parse(self, s: str) -> DateInterval:
-        interval = super().parse(s)
+        try:
+            interval = super().parse(s)
+        except ValueError:
+            interval = None
         if interval is None:
             raise ValueError(f"--date {s!r} is not a date: expected YYYY-MM-DD (or a span)")
         return interval

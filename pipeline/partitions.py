@@ -21,7 +21,12 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.failpoints import failpoint
+
 MANIFEST = "_manifest.json"
+# An operator's request to rebuild the day; the partition stays readable until its replacement
+# has been written.
+REBUILD_FLAG = "_REBUILD"
 _HIDDEN_PREFIXES = (".tmp-", ".old-")
 
 
@@ -44,6 +49,8 @@ class PartitionTarget(luigi.Target):
         self.built_from = built_from
 
     def exists(self) -> bool:
+        if (self.path / REBUILD_FLAG).exists():
+            return False
         if self.built_from is None:
             return (self.path / MANIFEST).is_file()
         try:
@@ -75,6 +82,7 @@ class PartitionTarget(luigi.Target):
         staged.folder.mkdir()
         try:
             yield staged
+            failpoint("partition.written")
             write_manifest(staged.folder, staged.manifest)
             _fsync_tree(staged.folder)
             self._swap_in(staged.folder)
@@ -86,10 +94,18 @@ class PartitionTarget(luigi.Target):
         if self.path.exists():
             old = self.dataset_dir / f".old-{self.path.name}-{uuid.uuid4().hex[:8]}"
             os.rename(self.path, old)
+            failpoint("partition.swapping")
         os.rename(tmp, self.path)
         _fsync_dir(self.dataset_dir)
         if old:
             shutil.rmtree(old)
+
+    def request_rebuild(self) -> bool:
+        """Flag the partition so the next run rebuilds it; False if there is none."""
+        if not self.path.is_dir():
+            return False
+        (self.path / REBUILD_FLAG).touch()
+        return True
 
     def remove_leftovers(self) -> None:
         """Delete what a crashed run of this day left (hidden folders only, never a partition)."""
@@ -112,12 +128,16 @@ def write_manifest(folder: Path, extras: dict) -> dict:
 
 
 def list_partitions(dataset_dir: Path) -> dict[date, Path]:
-    """Every complete partition of a dataset, from one folder listing."""
+    """Every current partition of a dataset, from one folder listing."""
     if not dataset_dir.is_dir():
         return {}
     found = {}
     for entry in os.scandir(dataset_dir):
-        if entry.name.startswith("dt=") and entry.is_dir():
+        if (
+            entry.name.startswith("dt=")
+            and entry.is_dir()
+            and not os.path.exists(os.path.join(entry.path, REBUILD_FLAG))
+        ):
             try:
                 found[date.fromisoformat(entry.name[3:])] = Path(entry.path)
             except ValueError:

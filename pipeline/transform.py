@@ -103,7 +103,8 @@ def write_canonical(
             },
         )
         rows, sources = con.execute(
-            "select count(*), count(distinct source) from read_parquet(?, hive_partitioning = false)",
+            "select count(*), count(distinct source) "
+            "from read_parquet(?, hive_partitioning = false)",
             [str(target)],
         ).fetchone()
     return CanonicalStats(rows=rows, sources=sources)

@@ -24,6 +24,7 @@ import duckdb
 import luigi
 
 from pipeline.errors import PipelineError
+from pipeline.failpoints import failpoint
 from pipeline.transform import RAW_COLUMNS
 
 logger = logging.getLogger("luigi-interface")
@@ -148,6 +149,7 @@ def load_day(
         write_marker(
             con, update_id, RAW_TABLE, partition_date=day, row_count=rows, fingerprint=fingerprint
         )
+        failpoint("load.before_commit")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -234,16 +236,19 @@ class Warehouse:
                     "DuckDB to checkpoint it before publishing over it"
                 )
             shutil.copyfile(self.live, work)
+            failpoint("publish.copied")
         try:
             con = connect(work)
             try:
                 con.execute(SCHEMA_SQL)
                 yield con
+                failpoint("publish.loaded")
                 verify(con)
                 con.execute("checkpoint")
             finally:
                 con.close()
             _fsync(work)
+            failpoint("publish.verified")
             self._publish(work)
         finally:
             _remove_db(work)
@@ -254,6 +259,7 @@ class Warehouse:
             staged_prev.unlink(missing_ok=True)
             os.link(self.live, staged_prev)
             os.replace(staged_prev, self.prev_path)
+            failpoint("publish.prev_kept")
         os.replace(work, self.live)
         _fsync(self.live.parent)
         logger.info("published %s (previous kept as %s)", self.live, self.prev_path.name)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +57,63 @@ def mosquitto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureMo
 def luigid(tmp_path: Path) -> Iterator[LuigidServer]:
     with LuigidServer(tmp_path / "luigid") as server:
         yield server
+
+
+class PipelineEnv:
+    """A pipeline pointed at a test's own InfluxDB database, Parquet folder and DuckDB file."""
+
+    def __init__(self, influx: InfluxServer, root: Path) -> None:
+        self.influx = influx
+        self.parquet = root / "parquet"
+        self.duckdb = root / "duckdb" / "home_energy.duckdb"
+        self.env = {
+            **influx.env(),
+            "PARQUET_BASE_DIR": str(self.parquet),
+            "DUCKDB_PATH": str(self.duckdb),
+            "TZ": "Asia/Tokyo",
+            "SOURCE_DEFAULT": "meter1",
+        }
+
+    def write(self, lines: list[str]) -> None:
+        """Line protocol at millisecond precision into the `home_energy` database."""
+        req = urllib.request.Request(
+            f"{self.influx.url}/write?db=home_energy&precision=ms",
+            data="\n".join(lines).encode(),
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 204
+
+    def build(self, *tasks: object) -> bool:
+        """Run tasks in this process with a local scheduler; True when all succeeded."""
+        import luigi
+        from luigi.task_register import Register
+
+        Register.clear_instance_cache()  # Config objects read the environment when made
+        result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
+        Register.clear_instance_cache()
+        return result.scheduling_succeeded
+
+    def cli(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300):
+        """The real `luigi` command (or `python -m ...` with args[0] == '-m'), from the repo."""
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        if args[0] == "-m":
+            cmd = [sys.executable, *args]
+        else:
+            cmd = [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", *args]
+        return subprocess.run(
+            cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pipeline_env(
+    influx: InfluxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> PipelineEnv:
+    env = PipelineEnv(influx, tmp_path)
+    for key, value in env.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(REPO)  # luigi.cfg is read from the working directory
+    return env
