@@ -322,7 +322,7 @@ class ModuleSim:
         if self.faults.unanswered > 0:
             self.faults.unanswered -= 1
             return
-        answer = self.meter.answer(request, time.time())
+        answer = self.meter.answer(request, self.meter.clock())
         if answer is None:
             return
         self._erxudp(el.UDP_PORT, el.encode_frame(answer), True, 3 * STEP_S)
