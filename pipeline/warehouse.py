@@ -206,27 +206,29 @@ class Warehouse:
     def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to the database to change; on a clean exit the change is published."""
         self.live.parent.mkdir(parents=True, exist_ok=True)
+        swap = self.mode == "swap"
         with self._writer_lock():
-            if self.mode == "inplace":
-                with self._inplace() as con:
+            target = self._prepare_next() if swap else self.live
+            try:
+                con = connect(target)
+                try:
+                    con.execute(SCHEMA_SQL)
                     yield con
-            else:
-                with self._swap() as con:
-                    yield con
+                    failpoint("publish.loaded")
+                    verify(con)
+                    con.execute("checkpoint")
+                finally:
+                    con.close()
+                if swap:
+                    _fsync(target)
+                    failpoint("publish.verified")
+                    self._publish(target)
+            finally:
+                if swap:
+                    _remove_db(target)
 
-    @contextmanager
-    def _inplace(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = connect(self.live)
-        try:
-            con.execute(SCHEMA_SQL)
-            yield con
-            verify(con)
-            con.execute("checkpoint")
-        finally:
-            con.close()
-
-    @contextmanager
-    def _swap(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _prepare_next(self) -> Path:
+        """A fresh copy of the live file to work in (copying is O(history): batch the days)."""
         work = self.next_path
         _remove_db(work)
         if self.live.exists():
@@ -237,21 +239,7 @@ class Warehouse:
                 )
             shutil.copyfile(self.live, work)
             failpoint("publish.copied")
-        try:
-            con = connect(work)
-            try:
-                con.execute(SCHEMA_SQL)
-                yield con
-                failpoint("publish.loaded")
-                verify(con)
-                con.execute("checkpoint")
-            finally:
-                con.close()
-            _fsync(work)
-            failpoint("publish.verified")
-            self._publish(work)
-        finally:
-            _remove_db(work)
+        return work
 
     def _publish(self, work: Path) -> None:
         if self.live.exists():
