@@ -1,0 +1,5 @@
+"""`python -m edge`: see edge.app."""
+
+from edge.app import main
+
+main()

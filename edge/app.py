@@ -1,0 +1,153 @@
+"""`python -m edge`: poll the meter, store every reading in the outbox, publish in the background.
+
+Reading and publishing are decoupled by the outbox: the meter loop never waits for the
+network, and the publisher never waits for the meter. Whatever fails (the module, the
+session, the broker) is logged and retried with a bounded back-off; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import serial
+
+from contracts.message import default_source
+from contracts.mqtt import MqttSettings
+from edge import echonet as el
+from edge.credentials import Credentials
+from edge.meter import FIELD_PROPERTIES, Meter, parse_fields
+from edge.outbox import DEFAULT_MAX_READINGS, Outbox
+from edge.publisher import Publisher
+from edge.skstack import (
+    Driver,
+    NoAnswer,
+    SessionLost,
+    Settings,
+    SkstackError,
+    module_family,
+)
+
+log = logging.getLogger("edge")
+
+STATE_KEY = "meter_counters"
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    serial_port: str
+    module: str = "bp35a1"
+    poll_seconds: float = 10.0
+    outbox_path: Path = Path("data/edge/outbox.sqlite3")
+    outbox_max_readings: int = DEFAULT_MAX_READINGS
+    fields: tuple[str, ...] = tuple(FIELD_PROPERTIES)
+    source: str = "meter1"
+    request_spacing_s: float = Settings.request_spacing_s
+    baudrate: int = 115200
+
+    @classmethod
+    def from_env(cls) -> EdgeConfig:
+        env = os.environ
+        if not env.get("EDGE_SERIAL_PORT"):
+            raise ValueError("set EDGE_SERIAL_PORT (e.g. /dev/ttyUSB0, or the simulator's pty)")
+        poll = float(env.get("EDGE_POLL_SECONDS") or cls.poll_seconds)
+        if poll <= 0:
+            raise ValueError(f"EDGE_POLL_SECONDS must be positive, got {poll}")
+        module = env.get("EDGE_MODULE") or cls.module
+        module_family(module)  # fail at start on a typo, not at the first connect
+        return cls(
+            serial_port=env["EDGE_SERIAL_PORT"],
+            module=module,
+            poll_seconds=poll,
+            outbox_path=Path(env.get("EDGE_OUTBOX_PATH") or cls.outbox_path),
+            outbox_max_readings=int(env.get("EDGE_OUTBOX_MAX_READINGS") or DEFAULT_MAX_READINGS),
+            fields=parse_fields(env.get("EDGE_PROPERTIES") or ",".join(FIELD_PROPERTIES)),
+            source=default_source(),
+            request_spacing_s=float(
+                env.get("EDGE_REQUEST_SPACING_SECONDS") or Settings.request_spacing_s
+            ),
+        )
+
+
+class EdgeLoop:
+    def __init__(self, config: EdgeConfig, driver: Driver, outbox: Outbox, publisher: Publisher):
+        self.config, self.driver, self.outbox, self.publisher = config, driver, outbox, publisher
+        self.meter = Meter(driver, config.source, config.fields)
+        self.meter.restore(outbox.state(STATE_KEY))
+        self.stop = threading.Event()
+        self._backoff = 0.0
+
+    def run(self) -> None:
+        next_poll = time.monotonic()
+        while not self.stop.is_set():
+            self.poll_once()
+            # A fixed schedule, not "sleep after": readings stay evenly spaced.
+            next_poll = max(next_poll + self.config.poll_seconds, time.monotonic())
+            self.stop.wait(max(next_poll - time.monotonic(), self._backoff))
+
+    def poll_once(self) -> None:
+        try:
+            if not self.driver.joined:
+                self.driver.connect()
+                self.meter.scale = None  # re-read after every join: a new meter is possible
+            reading = self.meter.read()
+        except NoAnswer as exc:
+            log.info("%s", exc)
+            return
+        except SessionLost as exc:
+            log.warning("session lost: %s; rejoining", exc)
+            return
+        except (SkstackError, el.EchonetError) as exc:  # a dead serial port ends the process
+            self._backoff = min(MAX_BACKOFF_S, max(1.0, self._backoff * 2))
+            log.error("meter: %s; retrying in %.0fs", exc, self._backoff)
+            self.driver.joined = False
+            return
+        self._backoff = 0.0
+        if reading is None:
+            log.info("the meter answered without any of %s", ", ".join(self.config.fields))
+            return
+        seq = self.outbox.add(reading, {STATE_KEY: self.meter.state()})
+        self.publisher.wake()
+        log.debug("reading %d stored: %s", seq, reading.measurements)
+
+
+def run(config: EdgeConfig) -> None:
+    credentials = Credentials.from_env()
+    mqtt_settings = MqttSettings.from_env(default_client_id=f"edge-{socket.gethostname()}")
+    outbox = Outbox(config.outbox_path, config.outbox_max_readings)
+    publisher = Publisher(config.outbox_path, mqtt_settings).start()
+    log.info(
+        "edge: %s on %s every %ss -> %s (outbox %s, %d pending)",
+        config.module,
+        config.serial_port,
+        config.poll_seconds,
+        mqtt_settings,
+        config.outbox_path,
+        outbox.pending(),
+    )
+    with serial.Serial(config.serial_port, config.baudrate, timeout=0.05) as port:
+        settings = Settings(request_spacing_s=config.request_spacing_s)
+        driver = Driver(port, module_family(config.module), credentials, settings)
+        loop = EdgeLoop(config, driver, outbox, publisher)
+        signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: loop.stop.set())
+        try:
+            loop.run()
+        finally:
+            publisher.stop()
+            outbox.close()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("EDGE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    run(EdgeConfig.from_env())

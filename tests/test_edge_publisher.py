@@ -1,0 +1,240 @@
+"""The publisher and the whole edge process against a real TLS mosquitto (deploy/mosquitto)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from contracts.message import Reading, parse_payload
+from contracts.mqtt import MqttSettings, make_client
+from devstack.secure_broker import SecureMosquittoServer
+from edge.outbox import Outbox
+from edge.publisher import Publisher, PublisherSettings
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[1]
+ROUTE_B_ID = "0123456789ABCDEF0123456789ABCDEF"
+PASSWORD = "PASSW0RD1234"
+T0 = datetime(2025, 12, 17, 3, 4, 5, 250_000, tzinfo=UTC)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Subscriber:
+    """The gateway's view: a persistent QoS 1 subscription that records every payload."""
+
+    def __init__(self, broker: SecureMosquittoServer, client_id: str) -> None:
+        settings = MqttSettings.from_url(
+            broker.url_for("gateway"), ca_cert=str(broker.ca_path), client_id=client_id
+        )
+        self.payloads: queue.Queue[bytes] = queue.Queue()
+        self.readings: list[Reading] = []
+        self.messages = 0
+        self.client = make_client(settings, persistent_session=True)
+        self.client.on_connect = self._subscribe
+        self.client.on_message = lambda c, u, msg: self.payloads.put(msg.payload)
+        self.client.loop_start()
+
+    @staticmethod
+    def _subscribe(client: mqtt.Client, *_: object) -> None:
+        client.subscribe([("home/power", 1), ("home/power/#", 1)])
+
+    def collect(self) -> list[Reading]:
+        while not self.payloads.empty():
+            parsed = parse_payload(self.payloads.get())
+            assert not parsed.rejected, parsed.rejected
+            self.readings += parsed.readings
+            self.messages += 1
+        return self.readings
+
+    def seqs(self) -> set[int]:
+        return {r.seq for r in self.collect() if r.seq is not None}
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextmanager
+def subscribed(broker: SecureMosquittoServer, client_id: str) -> Iterator[Subscriber]:
+    sub = Subscriber(broker, client_id)
+    try:
+        wait_for(lambda: sub.client.is_connected(), 15, "the subscriber to connect")
+        time.sleep(0.2)  # SUBACK
+        yield sub
+    finally:
+        sub.close()
+
+
+def edge_mqtt(broker: SecureMosquittoServer) -> MqttSettings:
+    return MqttSettings.from_url(
+        broker.url_for("edge"), ca_cert=str(broker.ca_path), client_id="edge-test"
+    )
+
+
+def test_publisher_delivers_and_empties_the_outbox(mosquitto_tls, tmp_path) -> None:
+    path = tmp_path / "outbox.db"
+    with Outbox(path) as outbox, subscribed(mosquitto_tls, "sub-deliver") as sub:
+        outbox.add_many(
+            Reading(ts=T0 + timedelta(seconds=i), source="meter1", instant_power_w=float(i))
+            for i in range(1200)
+        )
+        publisher = Publisher(path, edge_mqtt(mosquitto_tls), PublisherSettings(batch_size=500))
+        publisher.start()
+        try:
+            wait_for(lambda: outbox.pending() == 0, 30, "the backlog to drain")
+            outbox.add(Reading(ts=T0 + timedelta(hours=1), source="meter1", energy_import_kwh=5.0))
+            publisher.wake()
+            wait_for(lambda: outbox.pending() == 0, 30, "the new reading")
+            wait_for(lambda: len(sub.seqs()) == 1201, 15, "every reading at the subscriber")
+        finally:
+            publisher.stop()
+    # The backlog went as arrays of at most 500, oldest first; the single one as an object.
+    assert sub.messages == 4
+    assert [r.seq for r in sub.readings] == list(range(1, 1202))
+    assert sub.readings[-1].energy_import_kwh == 5.0
+
+
+def test_nothing_is_deleted_without_a_puback(tmp_path) -> None:
+    """A broker that is not there acknowledges nothing: the outbox keeps every reading."""
+    path = tmp_path / "outbox.db"
+    unreachable = MqttSettings.from_url("mqtts://edge:x@127.0.0.1:9", ca_cert=None)
+    with Outbox(path) as outbox:
+        outbox.add(Reading(ts=T0, source="meter1", instant_power_w=1.0))
+        publisher = Publisher(path, unreachable, PublisherSettings(idle_wait_s=0.1)).start()
+        time.sleep(1.0)
+        publisher.stop()
+        assert outbox.pending() == 1
+
+
+# --- the edge process: simulator -> python -m edge -> broker -----------------------------
+
+
+def start_simulator(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.simulator", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "simulator.log").open("ab"),
+        text=True,
+        env={**os.environ, "BROUTE_ID": ROUTE_B_ID, "BROUTE_PASSWORD": PASSWORD},
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def edge_env(broker: SecureMosquittoServer, pty: str, outbox: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        **broker.env_for("edge"),
+        "EDGE_SERIAL_PORT": pty,
+        "EDGE_MODULE": "bp35a1",
+        "EDGE_POLL_SECONDS": "0.2",
+        "EDGE_REQUEST_SPACING_SECONDS": "0.02",
+        "EDGE_OUTBOX_PATH": str(outbox),
+        "BROUTE_ID": ROUTE_B_ID,
+        "BROUTE_PASSWORD": PASSWORD,
+        "SOURCE_DEFAULT": "meter1",
+        "MQTT_CLIENT_ID": "edge-e2e",
+        "EDGE_LOG_LEVEL": "DEBUG",
+    }
+
+
+def start_edge(env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge"],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stored(outbox: Path) -> tuple[int, int]:
+    """(readings pending, highest seq ever given) of an outbox another process writes."""
+    with Outbox(outbox) as box:
+        last = box._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+        return box.pending(), last[0] if last else 0
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[SecureMosquittoServer]:
+    """A broker of this test's own: it is stopped and started again mid-test."""
+    with SecureMosquittoServer(tmp_path / "broker") as broker:
+        yield broker
+
+
+def test_broker_outage_and_kill9_lose_nothing(private_broker, tmp_path) -> None:
+    outbox, log = tmp_path / "outbox.db", tmp_path / "edge.log"
+    simulator, pty = start_simulator(tmp_path, "--check-credentials")
+    edge = None
+    try:
+        with subscribed(private_broker, "sub-outage") as sub:
+            env = edge_env(private_broker, pty, outbox)
+            edge = start_edge(env, log)
+            wait_for(lambda: len(sub.seqs()) >= 5, 30, f"first readings (see {log})")
+
+            private_broker.stop()
+            time.sleep(0.3)
+            _, before = stored(outbox)
+            wait_for(lambda: stored(outbox)[1] >= before + 8, 15, "readings during the outage")
+            edge.send_signal(signal.SIGKILL)
+            edge.wait(10)
+            pending, _ = stored(outbox)
+            assert pending >= 8, "the outage readings must be waiting in the outbox"
+
+            private_broker.start()
+            edge = start_edge(env, log)
+            wait_for(lambda: stored(outbox)[1] >= before + 15, 30, "readings after the restart")
+            edge.send_signal(signal.SIGTERM)
+            assert edge.wait(15) == 0
+            wait_for(lambda: stored(outbox)[0] == 0, 30, "an empty outbox")  # nothing left
+            last = stored(outbox)[1]
+            wait_for(lambda: max(sub.seqs()) == last, 30, "the last reading at the subscriber")
+            readings = sub.collect()
+    finally:
+        for proc in (edge, simulator):
+            if proc and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    # Every reading that was ever stored arrived; repeats (a batch in flight at the kill) are
+    # the same (source, ts) point, which InfluxDB stores once.
+    assert sub.seqs() == set(range(1, last + 1))
+    points = {(r.source, r.ts): r for r in readings}
+    assert len(points) == last
+    assert all(r.energy_import_kwh is not None and r.instant_power_w is not None for r in readings)
+    log_text = log.read_text()
+    assert PASSWORD not in log_text and ROUTE_B_ID not in log_text
+    assert "SKSETPWD C ***" in log_text
+
+
+def test_edge_refuses_a_bad_configuration(tmp_path) -> None:
+    env = {**os.environ, "EDGE_SERIAL_PORT": "/dev/null", "EDGE_MODULE": "bp35x9"}
+    result = subprocess.run(
+        [sys.executable, "-m", "edge"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "EDGE_MODULE 'bp35x9'" in result.stderr
