@@ -98,12 +98,15 @@ def make_client(
     persistent_session: bool = False,
     manual_ack: bool = False,
     keepalive: int = 30,
+    max_inflight_messages: int | None = None,
 ) -> mqtt.Client:
     """A paho-mqtt 2 client, set up to connect: call `loop_start()` or `loop_forever()` next.
 
     `persistent_session` keeps the broker session (subscriptions and unacknowledged QoS 1
     messages) across disconnects: clean_session False in 3.1.1, clean_start False with a
     session expiry in 5. Reconnects back off from RECONNECT_MIN_S to RECONNECT_MAX_S.
+    `max_inflight_messages` bounds our unacknowledged QoS 1 publishes (paho's default is
+    20); it must be set here, paho refuses to change it once connect_async was called.
     """
     protocol = PROTOCOLS[settings.protocol]
     v5 = protocol == MQTTProtocolVersion.MQTTv5
@@ -120,6 +123,8 @@ def make_client(
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+    if max_inflight_messages is not None:
+        client.max_inflight_messages_set(max_inflight_messages)
     properties = None
     clean_start: bool | int = mqtt.MQTT_CLEAN_START_FIRST_ONLY
     if v5:

@@ -1,0 +1,86 @@
+"""`python -m gateway`: MQTT -> InfluxDB with the HTTP API, until SIGTERM or SIGINT.
+
+The main thread owns the signals; the API runs in a thread of its own (uvicorn would
+otherwise take SIGTERM and re-raise it before the buffer is flushed and acknowledged).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+import uvicorn
+
+from contracts.influx import InfluxSettings, make_client
+from contracts.message import default_source
+from contracts.mqtt import MqttSettings
+from gateway.api import create_app
+from gateway.deadletters import DeadLetters
+from gateway.influx_writer import InfluxWriter
+from gateway.ingest import Gateway
+from gateway.metrics import GatewayMetrics
+from gateway.queries import ReadingQueries
+from gateway.settings import DEFAULT_CLIENT_ID, GatewaySettings
+
+log = logging.getLogger("gateway")
+
+WRITE_TIMEOUT_S = 10.0
+QUERY_TIMEOUT_S = 10.0
+PING_TIMEOUT_S = 2.0
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = GatewaySettings.from_env()
+        mqtt_settings = MqttSettings.from_env(default_client_id=DEFAULT_CLIENT_ID)
+        influx = InfluxSettings.from_env()
+        default_source()  # a bad SOURCE_DEFAULT stops us here, not at the first message
+    except ValueError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    log.info("starting: %r %r %r", settings, mqtt_settings, influx)
+
+    metrics = GatewayMetrics()
+    deadletters = DeadLetters(
+        settings.deadletter_path, settings.deadletter_max_bytes, settings.deadletter_backups
+    )
+    writer = InfluxWriter(
+        make_client(InfluxSettings.from_env(timeout_s=WRITE_TIMEOUT_S)), influx.measurement, metrics
+    )
+    gateway = Gateway(mqtt_settings, settings, writer, deadletters, metrics)
+    queries = ReadingQueries(
+        make_client(InfluxSettings.from_env(timeout_s=QUERY_TIMEOUT_S)), influx.measurement
+    )
+    app = create_app(gateway, queries, settings.api_token)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+    )
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    gateway.start()
+    api = threading.Thread(target=server.run, name="api", daemon=True)
+    api.start()
+    while not stop.wait(1.0):
+        if not api.is_alive():
+            log.error("the HTTP API stopped (port %s taken?)", settings.api_port)
+            break
+    log.info("stopping: flushing the buffer, acknowledging, disconnecting")
+    server.should_exit = True
+    gateway.stop()
+    deadletters.close()
+    api.join(5)
+    log.info("stopped")
+    return 0 if stop.is_set() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

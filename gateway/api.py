@@ -1,0 +1,144 @@
+"""The HTTP API: health, the latest readings, downsampled history, Prometheus metrics.
+
+Every route but /healthz asks for `Authorization: Bearer <GATEWAY_API_TOKEN>` when a token
+is configured (the OpenAPI page too: it describes the data).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import requests
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+
+from contracts.message import SOURCE_PATTERN, format_ts
+from gateway.ingest import Gateway
+from gateway.queries import ReadingQueries
+
+EVERY_PATTERN = re.compile(r"([1-9][0-9]{0,6})([smhd])")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_POINTS_PER_SOURCE = 10_000
+DEFAULT_RANGE = timedelta(days=1)
+INFLUX_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.RequestException)
+
+SourceParam = Annotated[
+    str | None,
+    Query(
+        pattern=f"^{SOURCE_PATTERN.pattern}$",
+        description="A source name; all sources when absent.",
+    ),
+]
+
+
+def create_app(gateway: Gateway, queries: ReadingQueries, token: str | None) -> FastAPI:
+    app = FastAPI(
+        title="Home energy gateway",
+        description="Smart-meter readings from MQTT into InfluxDB (design.md sections 1 and 2).",
+    )
+
+    if token:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def require_token(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            given = request.headers.get("authorization", "").encode()
+            if request.url.path != "/healthz" and not secrets.compare_digest(given, expected):
+                return JSONResponse(
+                    {"detail": "missing or wrong bearer token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            return await call_next(request)
+
+    @app.get("/healthz", summary="Broker connected, InfluxDB reachable, age of the last reading")
+    def healthz(response: Response) -> dict:
+        status = health(gateway, queries)
+        if not status["healthy"]:
+            response.status_code = 503
+        return status
+
+    @app.get("/api/latest", summary="The newest reading of each source")
+    def latest(source: SourceParam = None) -> dict:
+        return {"points": _query(lambda: queries.latest(source))}
+
+    @app.get("/api/readings", summary="Readings downsampled in InfluxDB")
+    def readings(
+        source: SourceParam = None,
+        start: Annotated[
+            datetime | None, Query(description="RFC 3339 with offset; default end - 1 day")
+        ] = None,
+        end: Annotated[
+            datetime | None, Query(description="RFC 3339 with offset; default now")
+        ] = None,
+        every: Annotated[
+            str, Query(description="Interval: a number and s, m, h or d, e.g. 5m")
+        ] = "1m",
+    ) -> dict:
+        end = _aware("end", end) if end else datetime.now(UTC)
+        start = _aware("start", start) if start else end - DEFAULT_RANGE
+        every_s = _every_seconds(every)
+        if start >= end:
+            raise HTTPException(422, "start must be before end")
+        if (end - start).total_seconds() / every_s > MAX_POINTS_PER_SOURCE:
+            raise HTTPException(
+                422, f"range/every gives more than {MAX_POINTS_PER_SOURCE} points; widen every"
+            )
+        points = _query(lambda: queries.downsampled(source, start, end, every_s))
+        return {
+            "source": source,
+            "start": format_ts(start),
+            "end": format_ts(end),
+            "every": every,
+            "points": points,
+        }
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
+    def metrics() -> str:
+        return gateway.metrics.render()
+
+    return app
+
+
+def health(gateway: Gateway, queries: ReadingQueries) -> dict:
+    influx = queries.reachable()
+    age = time.time() - gateway.last_reading_at if gateway.last_reading_at else None
+    return {
+        "healthy": gateway.broker_connected and gateway.subscribed and influx,
+        "broker_connected": gateway.broker_connected,
+        "subscribed": gateway.subscribed,
+        "influx_reachable": influx,
+        "influx_writes_ok": gateway.influx_ok,
+        "last_reading_age_s": round(age, 3) if age is not None else None,
+        "buffer_readings": gateway.buffer.depth,
+    }
+
+
+def _aware(name: str, value: datetime) -> datetime:
+    if value.utcoffset() is None:
+        raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2025-12-17T00:00:00Z")
+    return value.astimezone(UTC)
+
+
+def _every_seconds(every: str) -> int:
+    match = EVERY_PATTERN.fullmatch(every)
+    if not match:
+        raise HTTPException(
+            422, f"every must be a number and s, m, h or d (e.g. 5m), got {every!r}"
+        )
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+def _query(run: Callable[[], list[dict]]) -> list[dict]:
+    try:
+        return run()
+    except INFLUX_ERRORS as exc:
+        raise HTTPException(503, f"InfluxDB query failed: {str(exc)[:200]}") from exc
