@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -236,6 +237,28 @@ def test_containers_find_each_other_and_their_mounts() -> None:
     ).exists()
 
 
+def test_compose_luigi_config_overrides_the_repository_one() -> None:
+    # Luigi reads luigi.cfg from the working folder (/app in the image), then LUIGI_CONFIG_PATH.
+    script = (
+        "import luigi.configuration as c, luigi.interface as i; "
+        "print(i.core().scheduler_url, c.get_config().get('task_history', 'db_connection'))"
+    )
+    env = {**os.environ, "LUIGI_CONFIG_PATH": "deploy/luigi/compose.cfg"}
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == [
+        "http://luigid:8082",
+        "sqlite:////var/lib/luigi/task-history.db",
+    ]
+    assert SERVICES["luigid"]["environment"]["LUIGI_CONFIG_PATH"] == "/app/deploy/luigi/compose.cfg"
+
+
 def bind_mount_sources() -> list[str]:
     return [
         volume.split(":", 1)[0]
@@ -325,7 +348,7 @@ def test_dockerfile_copies_what_exists_and_installs_from_setup_cfg() -> None:
         assert (REPO / source).exists(), source
     assert re.search(r"pip install \.", DOCKERFILE)
     # The packages the services import are in the image.
-    assert {"contracts", "pipeline", "gateway"} <= set(sources)
+    assert {"contracts", "pipeline", "gateway", "dbt", "luigi.cfg", "deploy/luigi"} <= set(sources)
 
 
 def test_dockerignore_keeps_secrets_and_data_out_of_the_image() -> None:
