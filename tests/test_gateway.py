@@ -8,6 +8,8 @@ reading shows up in the comparison with what was published.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import threading
 import time
 import uuid
@@ -23,10 +25,12 @@ from contracts.influx import InfluxSettings, make_client
 from contracts.message import Reading, format_ts, to_payload
 from contracts.mqtt import MqttSettings
 from contracts.mqtt import make_client as make_mqtt_client
+from devstack.secure_broker import REPO_ROOT, SecureMosquittoServer
 from devstack.servers import GatewayServer, InfluxServer, MosquittoServer
 
 T = TypeVar("T")
 BASE_TS = datetime(2025, 12, 17, 3, 0, tzinfo=UTC)
+REFUSAL_LOG = re.compile("broker refused the connection|cannot connect to the broker|disconnected")
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
@@ -57,7 +61,10 @@ class Publisher:
         )
         self.topic = topic
         self.client = make_mqtt_client(settings, max_inflight_messages=1000)
+        connected = threading.Event()
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: rc.is_failure or connected.set()
         self.client.loop_start()
+        assert connected.wait(10), "the publisher could not connect"
         self.pending: list = []
 
     def publish(self, payload: bytes, subtopic: str = "") -> None:
@@ -356,3 +363,48 @@ def test_gateway_restarts_lose_nothing(
         assert not gateway.deadletter_path.exists() or not gateway.deadletter_path.read_text()
     finally:
         gateway.stop()
+
+
+# --- TLS, credentials, ACL ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_gateway_connects_over_tls_with_its_credentials(
+    influx: InfluxServer, mosquitto_tls: SecureMosquittoServer, tmp_path: Path
+) -> None:
+    client_id = {"MQTT_CLIENT_ID": f"gateway-{uuid.uuid4().hex[:8]}"}
+    env = {**influx.env(), **mosquitto_tls.env_for("gateway"), **client_id}
+    with GatewayServer(tmp_path / "gw", env) as gateway:
+        health = wait_for(
+            lambda: (h := httpx.get(f"{gateway.url}/healthz")).status_code == 200 and h,
+            15,
+            "the gateway to connect over TLS",
+        )
+        assert health.json()["subscribed"] is True
+        publisher = Publisher(
+            mosquitto_tls.url_for("edge"), "home/power", ca_cert=str(mosquitto_tls.ca_path)
+        )
+        publisher.publish(to_payload(reading(0)))
+        publisher.close()
+        assert_exactly(influx.url, [reading(0)], timeout=15)
+        assert mosquitto_tls.credentials["gateway"] not in gateway.tail(100)
+
+    bad_password = uuid.uuid4().hex
+    other_ca = tmp_path / "other-ca"
+    subprocess.run([REPO_ROOT / "scripts" / "make-certs", other_ca, "IP:127.0.0.1"], check=True)
+    refused = {
+        "wrong password": mosquitto_tls.env_for("gateway")
+        | {"MQTT_BROKER_URL": f"mqtts://gateway:{bad_password}@127.0.0.1:{mosquitto_tls.port}"},
+        "anonymous": mosquitto_tls.env_for("gateway")
+        | {"MQTT_BROKER_URL": f"mqtts://127.0.0.1:{mosquitto_tls.port}"},
+        "plaintext": {"MQTT_BROKER_URL": mosquitto_tls.url_for("gateway").replace("mqtts", "mqtt")},
+        "unknown CA": mosquitto_tls.env_for("gateway")
+        | {"MQTT_TLS_CA_CERT": str(other_ca / "ca.crt")},
+    }
+    for case, broker_env in refused.items():
+        with GatewayServer(tmp_path / case.replace(" ", "-"), {**env, **broker_env}) as gateway:
+            wait_for(lambda: REFUSAL_LOG.search(gateway.tail(100)), 10, f"refusal: {case}")
+            health = httpx.get(f"{gateway.url}/healthz")
+            assert health.status_code == 503, case
+            assert health.json()["broker_connected"] is False, case
+            assert bad_password not in gateway.tail(100), "a password reached the log"
