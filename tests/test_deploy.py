@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -379,6 +380,22 @@ def test_systemd_timer_runs_the_nightly_batch_like_the_seed() -> None:
     argv = nightly_argv(service["ExecStart"])
     assert argv == NIGHTLY.split() == SERVICES["batch"]["command"]
     check_runs_repository_code(argv)
+
+
+@pytest.mark.parametrize("local_time", ["00:10", "12:00"])
+def test_nightly_batch_schedules_the_last_local_days_but_never_today(
+    local_time: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The nightly command as run at 00:10 JST (the timer) and by hand at noon, on 2025-12-17.
+    # RangeDaily's `now` pins the clock; empty data folders make every day missing.
+    monkeypatch.setenv("PARQUET_BASE_DIR", str(tmp_path / "parquet"))
+    monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "duckdb" / "home_energy.duckdb"))
+    now = datetime.fromisoformat(f"2025-12-17T{local_time}:00+09:00")
+    argv = [*NIGHTLY.split()[1:], "--now", str(int(now.timestamp()))]
+    with CmdlineParser.global_instance(argv) as parser:
+        days = sorted(str(task.date) for task in parser.get_task_obj().requires())
+    assert days[-1] == "2025-12-16"  # yesterday, never the day still running
+    assert len(days) >= 6
 
 
 def test_crontab_runs_the_same_batch_at_the_same_time() -> None:
