@@ -108,6 +108,23 @@ def test_make_certs_reuses_the_ca_for_a_new_name(tmp_path: Path) -> None:
     )
 
 
+def test_make_certs_failure_keeps_the_working_pair(tmp_path: Path) -> None:
+    assert run_script("make-certs", str(tmp_path), "DNS:mqtt.example.com").returncode == 0
+    pair = {name: (tmp_path / name).read_bytes() for name in ("server.key", "server.crt")}
+    (tmp_path / "ca.key").write_text("not a key\n")
+    result = run_script("make-certs", str(tmp_path), "DNS:other.example.com")
+    assert result.returncode != 0
+    assert "make-certs: failed: openssl x509" in result.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in pair} == pair
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ca.crt",
+        "ca.key",
+        "ca.srl",
+        "server.crt",
+        "server.key",
+    ]
+
+
 @pytest.mark.parametrize("args", [[], ["mqtt.example.com"], ["URI:https://x"], ["DNS:"]])
 def test_make_certs_refuses_a_san_without_its_type(tmp_path: Path, args: list[str]) -> None:
     result = run_script("make-certs", str(tmp_path / "out"), *args)
