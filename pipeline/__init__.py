@@ -1,5 +1,5 @@
 """The daily pipeline, as Luigi tasks: `luigi --module pipeline DuckLoadDay --date 2025-12-17`."""
 
-from pipeline.tasks import DuckLoadDay, ExtractDay, ParquetDay
+from pipeline.tasks import DbtBuild, DuckLoadDay, ExtractDay, ParquetDay
 
-__all__ = ["DuckLoadDay", "ExtractDay", "ParquetDay"]
+__all__ = ["DbtBuild", "DuckLoadDay", "ExtractDay", "ParquetDay"]

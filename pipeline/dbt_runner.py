@@ -23,6 +23,8 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 
 # Statuses of dbt result nodes that fail a build (RunStatus.Error, TestStatus.Fail/Error).
 _FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
+# Enough of a failing node's message to name the cause, not a whole SQL dump.
+_MESSAGE_CHARS = 400
 
 
 class DbtBuildError(RuntimeError):
@@ -54,6 +56,7 @@ def run_dbt_build(
     work_dir = duckdb_path.parent / "dbt"
     args = [
         "build",
+        "--no-use-colors",
         "--project-dir",
         str(DBT_PROJECT_DIR),
         "--profiles-dir",
@@ -138,9 +141,12 @@ def _summarise(outcome: dbtRunnerResult) -> DbtBuildResult:
 
 
 def _describe_failure(result) -> str:
+    """`<model|test> <name>: <dbt's message>`, on one line: a runtime error's cause is on the
+    lines after its first ("Runtime Error in model x (path)")."""
     node = result.node
-    message = (result.message or str(result.status)).strip().splitlines()
-    return f"{node.resource_type} {node.name}: {message[0] if message else result.status}"
+    lines = [line.strip() for line in (result.message or "").splitlines() if line.strip()]
+    message = " ".join(lines[:4]) or str(result.status)
+    return f"{node.resource_type} {node.name}: {message[:_MESSAGE_CHARS]}"
 
 
 def _count(node_results: list, resource_type: str) -> int:

@@ -1,4 +1,4 @@
-"""The daily tasks: ExtractDay -> ParquetDay -> DuckLoadDay (-> DbtBuild).
+"""The daily tasks: ExtractDay -> ParquetDay -> DuckLoadDay -> DbtBuild.
 
 Each task's Target says whether its day is done and current: a partition folder with a manifest,
 or a marker row whose fingerprint matches the partition it loaded. `bulk_complete` answers the
@@ -8,6 +8,7 @@ RangeDaily check a year in a moment.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -18,11 +19,21 @@ from luigi.date_interval import DateInterval
 
 from pipeline.config import calendar, influx, storage
 from pipeline.days import LocalDateParameter, LocalDaysParameter, as_interval, day_window_utc
+from pipeline.dbt_runner import run_dbt_build
 from pipeline.errors import PipelineError
 from pipeline.extract import InfluxSource
 from pipeline.partitions import PartitionTarget, list_partitions
 from pipeline.transform import write_canonical
-from pipeline.warehouse import MarkerTarget, Warehouse, load_day, marker_ids, read_markers
+from pipeline.warehouse import (
+    MARKER_TABLE,
+    MarkerTarget,
+    Warehouse,
+    connect,
+    load_day,
+    marker_ids,
+    read_markers,
+    write_marker,
+)
 
 logger = logging.getLogger("luigi-interface")
 
@@ -217,3 +228,89 @@ class DuckLoadDay(PipelineTask):
             if markers.get(marker_ids(family, [day])[day]) == current:
                 done.append(value)
         return done
+
+
+class DbtBuild(PipelineTask):
+    """The dbt models rebuilt for a day (or a batch of days), published like the loads.
+
+    A day's energy depends on its neighbours (the interval across each midnight is split between
+    two days), so its marker fingerprints the loads of the day before, the day and the day after:
+    loading day D+1 makes day D stale, and one dbt run refreshes both.
+    """
+
+    date = LocalDaysParameter(description="local day YYYY-MM-DD (or a span); default yesterday")
+    priority = 0
+    max_batch_size = 400  # a year's backfill runs dbt once
+    resources = {"duckdb": 1}  # noqa: RUF012  (Luigi reads it from the class)
+
+    def days(self) -> list[date]:
+        return list(as_interval(self.date).dates())
+
+    def requires(self) -> list[DuckLoadDay]:
+        return [DuckLoadDay(date=day) for day in self.days()]
+
+    def output(self) -> list[MarkerTarget]:
+        live = storage().duckdb_file
+        loads = read_markers(live, f"{DuckLoadDay.get_task_family()}(")
+        ids = marker_ids(self.get_task_family(), self.days())
+        return [MarkerTarget(live, ids[d], neighbourhood_fingerprint(loads, d)) for d in ids]
+
+    def run(self) -> None:
+        store, cal = storage(), calendar()
+        days = self.days()
+        warehouse = Warehouse(store.duckdb_file, store.publish_mode, store.lock_timeout_s)
+        self.report(0.0, f"dbt build for {days[0]}..{days[-1]}")
+        with warehouse.publishing() as path:
+            result = run_dbt_build(path, start_date=days[0], end_date=days[-1], time_zone=cal.tz)
+            with connect(path) as con:
+                marked = mark_dbt_days(con, self.get_task_family(), days)
+        self.report(1.0, f"{result.models} models, {result.tests} tests; {marked} day(s) marked")
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
+        family = _task_class(cls).get_task_family()
+        live = storage().duckdb_file
+        loads = read_markers(live, f"{DuckLoadDay.get_task_family()}(")
+        built = read_markers(live, f"{family}(")
+        return [
+            value
+            for value in DuckLoadDay.bulk_complete(parameter_tuples)
+            if built.get(marker_ids(family, [_as_day(value)])[_as_day(value)])
+            == neighbourhood_fingerprint(loads, _as_day(value))
+        ]
+
+
+def neighbourhood_fingerprint(loads: dict[str, str | None], day: date) -> str | None:
+    """The loads a day's energy depends on: the day before, the day, the day after."""
+    family = DuckLoadDay.get_task_family()
+    ids = marker_ids(family, [day - timedelta(days=1), day, day + timedelta(days=1)])
+    if loads.get(ids[day]) is None:
+        return None
+    parts = [loads.get(i) or "-" for i in ids.values()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def mark_dbt_days(con, family: str, days: list[date]) -> int:
+    """Mark every day dbt rebuilt: the batch and its neighbours (whose midnight split changed)."""
+    loads = dict(
+        con.execute(
+            f"select update_id, fingerprint from {MARKER_TABLE} where starts_with(update_id, ?)",
+            [f"{DuckLoadDay.get_task_family()}("],
+        ).fetchall()
+    )
+    window = [days[0] - timedelta(days=1), *days, days[-1] + timedelta(days=1)]
+    marked = 0
+    for day, update_id in marker_ids(family, window).items():
+        fingerprint = neighbourhood_fingerprint(loads, day)
+        if fingerprint is None:
+            continue
+        write_marker(
+            con,
+            update_id,
+            "fct_daily_energy",
+            partition_date=day,
+            row_count=None,
+            fingerprint=fingerprint,
+        )
+        marked += 1
+    return marked

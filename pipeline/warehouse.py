@@ -203,22 +203,18 @@ class Warehouse:
         return self.live.with_name(self.live.name + ".lock")
 
     @contextmanager
-    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the database to change; on a clean exit the change is published."""
+    def publishing(self) -> Iterator[Path]:
+        """The database file to change; on a clean exit it is verified and published."""
         self.live.parent.mkdir(parents=True, exist_ok=True)
         swap = self.mode == "swap"
         with self._writer_lock():
             target = self._prepare_next() if swap else self.live
             try:
-                con = connect(target)
-                try:
-                    con.execute(SCHEMA_SQL)
-                    yield con
-                    failpoint("publish.loaded")
+                yield target
+                failpoint("publish.loaded")
+                with connect(target) as con:
                     verify(con)
                     con.execute("checkpoint")
-                finally:
-                    con.close()
                 if swap:
                     _fsync(target)
                     failpoint("publish.verified")
@@ -226,6 +222,17 @@ class Warehouse:
             finally:
                 if swap:
                     _remove_db(target)
+
+    @contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database to change, with the schema in place."""
+        with self.publishing() as path:
+            con = connect(path)
+            try:
+                con.execute(SCHEMA_SQL)
+                yield con
+            finally:
+                con.close()
 
     def _prepare_next(self) -> Path:
         """A fresh copy of the live file to work in (copying is O(history): batch the days)."""

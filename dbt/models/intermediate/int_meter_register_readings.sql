@@ -1,6 +1,7 @@
 -- The cumulative kWh readings in long form: one row per source, register and reading that
 -- carries that register. A reading without the field (NULL) is simply absent, so it neither
--- starts nor ends an energy interval.
+-- starts nor ends an energy interval. The import register carries the instantaneous power read
+-- with it, which estimates the energy of an interval whose counter is discontinuous.
 with readings as (
 
     select * from {{ ref('stg_meter_readings') }}
@@ -9,7 +10,7 @@ with readings as (
 
 import_readings as (
 
-    select source, 'import' as register, ts_utc, energy_import_kwh as kwh
+    select source, 'import' as register, ts_utc, energy_import_kwh as kwh, instant_power_w
     from readings
     where energy_import_kwh is not null
 
@@ -17,7 +18,7 @@ import_readings as (
 
 export_readings as (
 
-    select source, 'export' as register, ts_utc, energy_export_kwh as kwh
+    select source, 'export' as register, ts_utc, energy_export_kwh as kwh, null::double
     from readings
     where energy_export_kwh is not null
 

@@ -13,7 +13,7 @@
 
 with register_readings as (
 
-    select source, register, ts_utc, kwh
+    select source, register, ts_utc, kwh, instant_power_w
     from {{ ref('int_meter_register_readings') }}
 
 ),
@@ -30,14 +30,14 @@ selected_readings as (
 
     union all
 
-    select source, register, max(ts_utc), arg_max(kwh, ts_utc)
+    select source, register, max(ts_utc), arg_max(kwh, ts_utc), arg_max(instant_power_w, ts_utc)
     from register_readings
     where ts_utc < {{ window_starts_at }}
     group by source, register
 
     union all
 
-    select source, register, min(ts_utc), arg_min(kwh, ts_utc)
+    select source, register, min(ts_utc), arg_min(kwh, ts_utc), arg_min(instant_power_w, ts_utc)
     from register_readings
     where ts_utc >= {{ window_ends_at }}
     group by source, register
@@ -60,7 +60,11 @@ intervals as (
         epoch_ms(lag(ts_utc) over consecutive) as started_ms,
         epoch_ms(ts_utc) as ended_ms,
         kwh - lag(kwh) over consecutive as counted_kwh,
-        kwh as ended_kwh
+        kwh as ended_kwh,
+        -- What the power read at both ends says was drawn (NULL where power was not read).
+        (lag(instant_power_w) over consecutive + instant_power_w) / 2000.0
+            * (epoch_ms(ts_utc) - epoch_ms(lag(ts_utc) over consecutive)) / 3600000.0
+            as power_estimate_kwh
     from selected_readings
     window consecutive as (partition by source, register order by ts_utc)
 
@@ -75,6 +79,7 @@ classified_intervals as (
         ended_ms,
         counted_kwh,
         ended_kwh,
+        power_estimate_kwh,
         (ended_ms - started_ms) / 3600000.0 * {{ var('max_plausible_kw') }} as plausible_kwh
     from intervals
     where started_ms is not null
@@ -93,10 +98,17 @@ interval_energy as (
         counted_kwh < 0 or counted_kwh > plausible_kwh as is_discontinuity,
         case
             when counted_kwh between 0 and plausible_kwh then counted_kwh
-            -- After a reset the counter restarted from zero inside the interval: its new
-            -- value is what it counted since then (the part before the reset is lost).
-            when counted_kwh < 0 and ended_kwh <= plausible_kwh then ended_kwh
-            else 0
+            -- Across a discontinuity the counter cannot say what was drawn. After a reset its
+            -- new value (counted since restarting from zero) is a floor; over a short interval
+            -- the power read at both ends estimates the rest. Never negative or implausible.
+            else greatest(
+                case when counted_kwh < 0 and ended_kwh <= plausible_kwh then ended_kwh else 0 end,
+                case
+                    when ended_ms - started_ms <= {{ max_gap_ms }}
+                        then least(greatest(coalesce(power_estimate_kwh, 0), 0), plausible_kwh)
+                    else 0
+                end
+            )
         end as energy_kwh,
         ended_ms - started_ms <= {{ max_gap_ms }} as is_covered
     from classified_intervals
