@@ -30,9 +30,14 @@ READINGS_TOPIC = "home/power"
 class Session:
     """A connected paho client that records CONNACK, SUBACK, PUBACK and received messages."""
 
-    def __init__(self, protocol: MQTTProtocolVersion) -> None:
+    def __init__(self, protocol: MQTTProtocolVersion, client_id: str | None = None) -> None:
+        # A fixed client id asks for a persistent session (clean_session false, MQTT 3.1.1).
+        v311 = protocol == MQTTProtocolVersion.MQTTv311
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=protocol
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
+            clean_session=(client_id is None) if v311 else None,
+            protocol=protocol,
         )
         self.connack: queue.Queue[mqtt.ReasonCode] = queue.Queue()
         self.subacks: queue.Queue[list[mqtt.ReasonCode]] = queue.Queue()
@@ -60,9 +65,10 @@ def session(
     *,
     protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
     ca_path: str | None = None,
+    client_id: str | None = None,
 ) -> Iterator[Session]:
     """A TLS session to the broker as `user` (its real password unless one is given)."""
-    s = Session(protocol)
+    s = Session(protocol, client_id)
     s.client.tls_set(ca_certs=ca_path or str(broker.ca_path), cert_reqs=ssl.CERT_REQUIRED)
     if user is not None:
         s.client.username_pw_set(
@@ -197,6 +203,23 @@ def test_edge_cannot_publish_elsewhere(mosquitto_tls: SecureMosquittoServer) -> 
         assert edge.connack.get(timeout=WAIT_S) == "Success"
         assert edge.publish("home/other", b"x") == "Not authorized"
         assert edge.publish("home/powerx", b"x") == "Not authorized"
+
+
+def test_readings_queued_for_the_gateway_survive_a_broker_restart(tmp_path: Path) -> None:
+    # The edge forgets a reading once the broker acknowledges it; while the gateway is away
+    # the broker holds it, across its own restart (persistence in mosquitto.conf).
+    broker = SecureMosquittoServer(tmp_path)
+    with broker:
+        with session(broker, "gateway", client_id="gateway-persistent") as gateway:
+            assert gateway.connack.get(timeout=WAIT_S) == "Success"
+            gateway.subscribe(READINGS_TOPIC)
+        with session(broker, "edge") as edge:
+            assert edge.connack.get(timeout=WAIT_S) == "Success"
+            for n in range(3):
+                edge.publish(READINGS_TOPIC, str(n).encode())
+    with broker, session(broker, "gateway", client_id="gateway-persistent") as gateway:
+        received = [gateway.messages.get(timeout=WAIT_S) for _ in range(3)]
+    assert received == [(READINGS_TOPIC, str(n).encode()) for n in range(3)]
 
 
 def test_stop_start_keeps_credentials(tmp_path: Path) -> None:
