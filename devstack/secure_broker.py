@@ -101,9 +101,10 @@ def render_config(text: str, config_dir: Path, data_dir: Path, port: int) -> str
     if any(" /mosquitto/" in line for line in settings):
         raise ValueError("mosquitto.conf names a container path the renderer does not map")
     if os.geteuid() == 0:
-        # As root, mosquitto switches to the `mosquitto` user, which cannot enter pytest's
-        # owner-only temporary folders. The container's entrypoint solves this by chowning
-        # /mosquitto; here staying root is the local equivalent.
+        # As root, mosquitto switches to the `mosquitto` user before reading the password file,
+        # and that user cannot enter pytest's owner-only temporary folders. In the container
+        # the files belong to the image's mosquitto user (docs/operations.md); staying root is
+        # the local equivalent.
         text += "\nuser root\n"
     return text
 
