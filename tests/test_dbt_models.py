@@ -1,9 +1,10 @@
 """The dbt energy models, built through pipeline.dbt_runner on a real DuckDB file.
 
 The readings: meter1 draws a constant 1 kW (and exports 0.2 kW), read every 15 minutes from
-MARCH_1 00:00 to MARCH_6 00:00 Tokyo time, with no readings from 23:00 on March 2 to 01:00 on
-March 3 (a two-hour gap across midnight) and a meter reset at 12:07:30 on March 4. meter2 draws
-0.5 kW throughout. Every dbt invoke costs a few seconds, so builds are module-scoped fixtures.
+March 1 00:00 to March 6 00:00 Tokyo time, with no readings from 23:00 on March 2 to 01:00 on
+March 3 (a two-hour gap across midnight); its counter resets to zero at 12:07:30 on March 4.
+meter2 draws 0.5 kW on the same schedule and resets at the same instant, but sends no
+instantaneous power. Every dbt invoke costs a few seconds, so builds are module-scoped fixtures.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ def meter_readings() -> list[Reading]:
     readings: list[Reading] = []
     for at in reading_times():
         hours = (at - start) / timedelta(hours=1)
-        imported = START_KWH + hours if at < RESET_AT else (at - RESET_AT) / timedelta(hours=1)
-        readings.append((at, "meter1", 1000.0, imported, 500.0 + 0.2 * hours))
-        readings.append((at, "meter2", 500.0, 20.0 + 0.5 * hours, None))
+        counted = hours if at < RESET_AT else (at - RESET_AT) / timedelta(hours=1)
+        offset = START_KWH if at < RESET_AT else 0.0
+        readings.append((at, "meter1", 1000.0, offset + counted, 500.0 + 0.2 * hours))
+        readings.append((at, "meter2", None, offset + 0.5 * counted, None))
     return readings
 
 
@@ -172,7 +174,11 @@ def test_constant_load_gives_24_kwh_each_day_across_the_gap_and_the_reset(full_b
     assert meter1[date(2025, 3, 4)] == pytest.approx(24.0, abs=1e-6)
     # March 6 only has the 00:00 reading: no interval reaches into it.
     assert meter1[LAST_READING_DAY] is None
-    assert set(energy_by_day(full_build, "meter2").values()) == {12.0, None}
+    # Without power readings the counter's new value is all that is known: the 0.0625 kWh it
+    # counted since the reset; the 7.5 minutes before it are lost (0.5%).
+    meter2 = energy_by_day(full_build, "meter2")
+    assert meter2.pop(date(2025, 3, 4)) == pytest.approx(12.0 - 0.0625, abs=1e-6)
+    assert set(meter2.values()) == {12.0, None}
 
 
 def test_coverage_counts_readings_gaps_and_resets(full_build: Path):
