@@ -18,7 +18,10 @@ import_readings as (
 
 export_readings as (
 
-    select source, 'export' as register, ts_utc, energy_export_kwh as kwh, null::double as instant_power_w
+    -- The power read is what the house draws, not what it exports: no estimate for export.
+    select
+        source, 'export' as register, ts_utc, energy_export_kwh as kwh,
+        null::double as instant_power_w
     from readings
     where energy_export_kwh is not null
 
