@@ -275,6 +275,8 @@ class MosquittoServer(LocalServer):
 
     def config_text(self) -> str:
         lines = [
+            # As root, mosquitto drops to its own user, which cannot write the test's folders.
+            *(["user root"] if os.geteuid() == 0 else []),
             "per_listener_settings false",
             "persistence true",
             f"persistence_location {self.workdir}/",
@@ -319,6 +321,9 @@ class LuigidServer(LocalServer):
 record_task_history = true
 state_path = {self.workdir}/luigi-state.pickle
 retry_delay = 5
+
+[resources]
+duckdb = 1
 
 [task_history]
 db_connection = sqlite:///{self.workdir}/luigi-task-history.db

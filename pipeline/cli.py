@@ -1,12 +1,24 @@
-"""Operator commands: `rebuild` a day or a span of days."""
+"""Operator commands: `status` of recent days, `check` the paths and servers, `rebuild` days."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from datetime import date, timedelta
+from pathlib import Path
 
-from pipeline.partitions import PartitionTarget
-from pipeline.tasks import LANDING_DATASET, dataset_dir
+import duckdb
+
+from pipeline.config import calendar, influx, storage
+from pipeline.days import local_today
+from pipeline.extract import InfluxSource
+from pipeline.partitions import PartitionTarget, list_partitions
+from pipeline.runlog import last_runs
+from pipeline.tasks import LANDING_DATASET, RAW_DATASET, DbtBuild, dataset_dir
+from pipeline.warehouse import MARKER_TABLE, Warehouse, connect
 
 
 def rebuild(first: date, last: date) -> list[date]:
@@ -34,9 +46,126 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifest_rows(dataset: str, days: list[date]) -> dict[date, str]:
+    found = list_partitions(dataset_dir(dataset))
+    rows = {}
+    for day in days:
+        target = PartitionTarget(dataset_dir(dataset), day)
+        if day in found:
+            rows[day] = f"{target.manifest().get('rows', '?'):,}"
+        elif target.path.is_dir():
+            rows[day] = "rebuild"
+    return rows
+
+
+def _warehouse_view(days: list[date]) -> tuple[dict[date, str], dict[date, str]]:
+    """Rows loaded per day (from the markers) and daily coverage (from fct_daily_energy)."""
+    live = storage().duckdb_file
+    if not live.exists():
+        return {}, {}
+    with connect(live, read_only=True) as con:
+        loaded = con.execute(
+            f"select partition_date, row_count from {MARKER_TABLE} "
+            "where target_table = 'raw_meter_readings' and partition_date between ? and ?",
+            [days[0], days[-1]],
+        ).fetchall()
+        coverage = []
+        if con.execute(
+            "select count(*) from information_schema.tables where table_name = 'fct_daily_energy'"
+        ).fetchone()[0]:
+            coverage = con.execute(
+                "select date_jst, avg(coverage_ratio) from fct_daily_energy "
+                "where date_jst between ? and ? group by date_jst",
+                [days[0], days[-1]],
+            ).fetchall()
+    return (
+        {d: f"{n:,}" for d, n in loaded},
+        {d: f"{c:.1%}" for d, c in coverage if c is not None},
+    )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    yesterday = local_today(calendar().zone) - timedelta(days=1)
+    days = [yesterday - timedelta(days=n) for n in range(args.days - 1, -1, -1)]
+    landing, raw = _manifest_rows(LANDING_DATASET, days), _manifest_rows(RAW_DATASET, days)
+    loaded, coverage = _warehouse_view(days)
+    built = set(DbtBuild.bulk_complete(iter(days)))
+    runs = last_runs(days)
+    header = ("date", "landing", "parquet", "duckdb", "dbt", "coverage", "last run")
+    print("{:<10}  {:>9}  {:>9}  {:>9}  {:>4}  {:>8}  {}".format(*header))
+    for day in days:
+        run = runs.get(day)
+        last = f"{run[0]} {run[1]}" + (f": {run[3]}" if run and run[3] else "") if run else ""
+        print(
+            f"{day}  {landing.get(day, '-'):>9}  {raw.get(day, '-'):>9}  "
+            f"{loaded.get(day, '-'):>9}  {'ok' if day in built else '-':>4}  "
+            f"{coverage.get(day, '-'):>8}  {last}"
+        )
+    return 0
+
+
+def _check_influx() -> str:
+    settings = influx().settings()
+    fields = InfluxSource(settings).preflight()
+    return f"{settings.url} database {settings.database!r}: fields {sorted(fields) or 'none yet'}"
+
+
+def _check_writable(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-") as f:
+        f.write(b"ok")
+        f.flush()
+        os.fsync(f.fileno())
+    free = shutil.disk_usage(folder).free
+    return f"{folder} writable, {free / 2**30:.1f} GiB free"
+
+
+def _check_parquet() -> str:
+    return _check_writable(storage().parquet_root)
+
+
+def _check_duckdb() -> str:
+    store = storage()
+    live = store.duckdb_file
+    detail = _check_writable(live.parent)
+    with Warehouse(live, store.publish_mode).writer_lock():
+        pass
+    if live.exists():
+        with connect(live, read_only=True):
+            pass
+        size = live.stat().st_size
+        if store.publish_mode == "swap" and shutil.disk_usage(live.parent).free < 2 * size:
+            raise RuntimeError(f"{detail}, but publishing copies {live} ({size / 2**20:.0f} MiB)")
+        detail += f"; {live.name} opens ({live.stat().st_size / 2**20:.1f} MiB)"
+    return detail + f"; writer lock free; mode {store.publish_mode}"
+
+
+CHECKS: dict[str, Callable[[], str]] = {
+    "InfluxDB": _check_influx,
+    "Parquet": _check_parquet,
+    "DuckDB": _check_duckdb,
+}
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    failed = 0
+    for name, probe in CHECKS.items():
+        try:
+            print(f"ok    {name}: {probe()}")
+        except (Exception, duckdb.Error) as e:
+            failed += 1
+            print(f"FAIL  {name}: {e}")
+    return 1 if failed else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline")
     sub = p.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("status", help="per day: which stages are complete, rows, coverage, runs")
+    st.add_argument("--days", type=int, default=30, help="how many days up to yesterday")
+    st.set_defaults(run=_cmd_status)
+    ck = sub.add_parser("check", help="verify InfluxDB, Parquet and DuckDB are usable")
+    ck.set_defaults(run=_cmd_check)
     r = sub.add_parser("rebuild", help="force archived days to be extracted and loaded again")
     r.add_argument("--date", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
     r.add_argument("--to", type=date.fromisoformat, help="last day, inclusive (default --date)")

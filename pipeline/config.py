@@ -142,7 +142,7 @@ class storage(luigi.Config):
     )
     lock_timeout_s = EnvFloatParameter(
         env="DUCKDB_LOCK_TIMEOUT_S",
-        default=0.0,
+        default=600.0,
         description="seconds a writer waits for the writer lock before failing",
     )
 
@@ -166,3 +166,13 @@ class calendar(luigi.Config):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz)
+
+
+class late_data(luigi.Config):
+    lookback_days = EnvIntParameter(
+        env="LATE_DATA_LOOKBACK_DAYS",
+        default=7,
+        description="archived days this recent are compared with InfluxDB's per-day counts and "
+        "extracted again when the source changed (an edge replaying after an outage); older "
+        "archived days are final",
+    )

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import luigi
-from luigi.date_interval import Custom, DateInterval
+from luigi import date_interval
 
 from pipeline.config import calendar
 
@@ -36,10 +36,6 @@ def check_past_day(day: date, zone: tzinfo) -> date:
     return day
 
 
-def days_in(interval: DateInterval) -> Iterator[date]:
-    yield from interval.dates()
-
-
 class LocalDateParameter(luigi.DateParameter):
     """A past local day, YYYY-MM-DD; without a value, yesterday in the pipeline time zone."""
 
@@ -58,49 +54,81 @@ class LocalDateParameter(luigi.DateParameter):
         yield (local_today(calendar().zone) - timedelta(days=1), None)
 
 
-class LocalDaysParameter(luigi.DateIntervalParameter):
-    """One past local day or a span of them: `2025-12-17`, `2025-12`, or `2025-12-01-2025-12-08`
-    (Luigi's custom span, end exclusive: December 1 to 7).
+class DaySet(tuple):
+    """Sorted distinct local days, written as Luigi spans: `2025-12-17`, `2025-12-01-2025-12-08`
+    (end exclusive, as Luigi's custom intervals), or several of those joined by commas."""
 
-    Batched runs combine their days into the span that covers them, so a backfill loads many days
-    with one publish. RangeDaily passes plain dates, which become one-day spans.
+    def __new__(cls, days: Iterable[date]) -> DaySet:
+        return super().__new__(cls, sorted(set(days)))
+
+    def dates(self) -> list[date]:
+        return list(self)
+
+    def __str__(self) -> str:
+        runs: list[list[date]] = []
+        for day in self:
+            if runs and day - runs[-1][-1] == timedelta(days=1):
+                runs[-1].append(day)
+            else:
+                runs.append([day])
+        return ",".join(
+            str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1] + timedelta(days=1)}"
+            for run in runs
+        )
+
+
+class LocalDaysParameter(luigi.Parameter):
+    """One past local day, a span (`2025-12`, `2025-12-01-2025-12-08`), or several, comma-joined.
+
+    Luigi batches pending tasks by joining their days, so a backfill loads many days with one
+    publish; a batch carries exactly its days, never the gaps between them.
     """
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(batch_method=covering_span, **kwargs)
+        super().__init__(batch_method=union, **kwargs)
 
-    def parse(self, s: str) -> DateInterval:
-        try:
-            interval = super().parse(s)
-        except ValueError:
-            interval = None
-        if interval is None:
-            raise ValueError(f"--date {s!r} is not a date: expected YYYY-MM-DD (or a span)")
-        return interval
+    def parse(self, s: str) -> DaySet:
+        days: list[date] = []
+        for part in s.split(","):
+            interval = _parse_interval(part.strip())
+            if interval is None:
+                raise ValueError(f"--date {s!r} is not a date: expected YYYY-MM-DD (or a span)")
+            days += interval.dates()
+        return DaySet(days)
 
-    def normalize(self, value: object) -> DateInterval:
-        interval = as_interval(value)  # type: ignore[arg-type]
-        zone = calendar().zone
-        check_past_day(interval.date_b - timedelta(days=1), zone)
-        return interval
+    def normalize(self, value: object) -> DaySet:
+        days = as_days(value)  # type: ignore[arg-type]
+        check_past_day(days[-1], calendar().zone)
+        return days
+
+    def serialize(self, value: DaySet) -> str:
+        return str(value)
 
     def _value_iterator(self, task_name: str, param_name: str) -> Iterator[tuple[object, None]]:
         yield from super()._value_iterator(task_name, param_name)
-        yield (as_interval(local_today(calendar().zone) - timedelta(days=1)), None)
+        yield (as_days(local_today(calendar().zone) - timedelta(days=1)), None)
 
 
-def as_interval(value: date | DateInterval) -> DateInterval:
-    if isinstance(value, DateInterval):
+def _parse_interval(text: str) -> date_interval.DateInterval | None:
+    for kind in (date_interval.Date, date_interval.Month, date_interval.Custom):
+        try:
+            interval = kind.parse(text)
+        except ValueError:
+            return None
+        if interval is not None:
+            return interval
+    return None
+
+
+def as_days(value: date | DaySet | Iterable[date]) -> DaySet:
+    if isinstance(value, DaySet):
         return value
     if isinstance(value, datetime):
-        value = value.date()
-    return luigi.date_interval.Date(value.year, value.month, value.day)
+        return DaySet([value.date()])
+    if isinstance(value, date):
+        return DaySet([value])
+    return DaySet(value)
 
 
-def covering_span(intervals: Iterable[DateInterval]) -> DateInterval:
-    intervals = list(intervals)
-    start = min(i.date_a for i in intervals)
-    end = max(i.date_b for i in intervals)
-    if end - start == timedelta(days=1):
-        return as_interval(start)
-    return Custom(start, end)
+def union(values: Iterable[DaySet]) -> DaySet:
+    return DaySet(day for days in values for day in days)

@@ -17,12 +17,13 @@ from datetime import date
 from pathlib import Path
 
 from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 
-# Statuses of dbt result nodes that fail a build (RunStatus.Error, TestStatus.Fail/Error).
-_FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
+# Statuses of dbt result nodes that fail a build (a test's error is RunStatus.Error's value).
+_FAILED_STATUSES = frozenset({RunStatus.Error, TestStatus.Fail})
 # Enough of a failing node's message to name the cause, not a whole SQL dump.
 _MESSAGE_CHARS = 400
 
@@ -128,10 +129,10 @@ def _summarise(outcome: dbtRunnerResult) -> DbtBuildResult:
     failures = [
         _describe_failure(result)
         for result in node_results
-        if str(result.status) in _FAILED_STATUSES
+        if result.status in _FAILED_STATUSES
     ]
     if failures or not outcome.success:
-        skipped = sum(str(result.status) == "skipped" for result in node_results)
+        skipped = sum(result.status == RunStatus.Skipped for result in node_results)
         detail = "; ".join(failures) or "no failing node reported (see dbt's log)"
         raise DbtBuildError(f"dbt build failed: {detail} ({skipped} nodes skipped)")
     return DbtBuildResult(
@@ -140,7 +141,7 @@ def _summarise(outcome: dbtRunnerResult) -> DbtBuildResult:
     )
 
 
-def _describe_failure(result) -> str:
+def _describe_failure(result: NodeResult) -> str:
     """`<model|test> <name>: <dbt's message>`, on one line: a runtime error's cause is on the
     lines after its first ("Runtime Error in model x (path)")."""
     node = result.node
@@ -149,5 +150,5 @@ def _describe_failure(result) -> str:
     return f"{node.resource_type} {node.name}: {message[:_MESSAGE_CHARS]}"
 
 
-def _count(node_results: list, resource_type: str) -> int:
+def _count(node_results: list[NodeResult], resource_type: str) -> int:
     return sum(str(result.node.resource_type) == resource_type for result in node_results)

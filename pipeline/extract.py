@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -21,6 +22,7 @@ import requests
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from contracts.influx import FIELDS, SOURCE_TAG, InfluxSettings, make_client
+from pipeline.days import day_window_utc
 from pipeline.errors import PipelineError
 
 LANDING_SCHEMA = pa.schema(
@@ -109,6 +111,26 @@ class InfluxSource:
             )
         )
         return parse_csv(response.content)  # type: ignore[attr-defined]
+
+    def daily_field_counts(
+        self, first: date, last: date, zone: ZoneInfo
+    ) -> dict[date, dict[str, int]]:
+        """Readings per field and local day from `first` to `last`, in one aggregate query."""
+        start, _ = day_window_utc(first, zone)
+        _, end = day_window_utc(last, zone)
+        q = (
+            f"SELECT count(*) FROM {quote_ident(self.settings.measurement)} "
+            f"WHERE time >= {_ns(start)} AND time < {_ns(end)} "
+            f"GROUP BY time(1d) tz('{zone.key}')"
+        )
+        result = self._call(
+            lambda: self.client.query(q, database=self.settings.database, epoch="ms")
+        )
+        counts = {}
+        for point in result.get_points():  # type: ignore[attr-defined]
+            day = datetime.fromtimestamp(point["time"] / 1000, tz=UTC).astimezone(zone).date()
+            counts[day] = {name: int(point.get(f"count_{name}") or 0) for name in FIELDS}
+        return counts
 
     def extract(
         self, start: datetime, end: datetime, path: Path, compression: str, progress: Progress

@@ -15,10 +15,17 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 
 import luigi
-from luigi.date_interval import DateInterval
 
-from pipeline.config import calendar, influx, storage
-from pipeline.days import LocalDateParameter, LocalDaysParameter, as_interval, day_window_utc
+from contracts.influx import FIELDS
+from pipeline.config import calendar, influx, late_data, storage
+from pipeline.days import (
+    DaySet,
+    LocalDateParameter,
+    LocalDaysParameter,
+    as_days,
+    day_window_utc,
+    local_today,
+)
 from pipeline.dbt_runner import run_dbt_build
 from pipeline.errors import PipelineError
 from pipeline.extract import InfluxSource
@@ -50,12 +57,17 @@ def _task_class(cls: type | partial) -> type:
     return cls.func if isinstance(cls, partial) else cls
 
 
-def _as_day(value: date | DateInterval) -> date:
-    return value.date_a if isinstance(value, DateInterval) else value
+def _as_day(value: date | DaySet) -> date:
+    return value[0] if isinstance(value, DaySet) else value
 
 
 class PipelineTask(luigi.Task):
     """Base of the pipeline's tasks: expected failures are reported in one line."""
+
+    rows_written: int | None = None  # for the run log, set by run()
+
+    def days(self) -> list[date]:
+        return as_days(self.date).dates()
 
     def complete(self) -> bool:
         # Luigi looks no further than a complete task, so a day is complete only while what it
@@ -107,6 +119,7 @@ class ExtractDay(PipelineTask):
                 extracted_at=extracted_at.isoformat(),
                 window_utc=[start.isoformat(), end.isoformat()],
             )
+        self.rows_written = stats.rows
         if stats.rows == 0:
             logger.warning(
                 "no readings for %s in %s between %s and %s: archived an empty day",
@@ -116,10 +129,42 @@ class ExtractDay(PipelineTask):
                 end,
             )
 
+    def complete(self) -> bool:
+        return super().complete() and self.date not in changed_in_source([self.date])
+
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         done = list_partitions(dataset_dir(LANDING_DATASET))
-        return [d for d in parameter_tuples if _as_day(d) in done]
+        archived = [d for d in parameter_tuples if _as_day(d) in done]
+        changed = changed_in_source([_as_day(d) for d in archived])
+        return [d for d in archived if _as_day(d) not in changed]
+
+
+def changed_in_source(days: list[date]) -> set[date]:
+    """Archived days inside the late-data lookback whose readings in InfluxDB changed since.
+
+    One aggregate query covers the whole lookback. Counts per field are compared, which catches
+    readings replayed late or deleted; a value rewritten in place is only caught by a rebuild.
+    """
+    zone = calendar().zone
+    oldest = local_today(zone) - timedelta(days=late_data().lookback_days)
+    recent = sorted(d for d in days if d >= oldest)
+    if not recent:
+        return set()
+    settings = influx()
+    try:
+        source = InfluxSource(settings.settings())
+        counts = source.daily_field_counts(recent[0], recent[-1], zone)
+    except PipelineError as e:
+        logger.warning("late data not checked for %s..%s: %s", recent[0], recent[-1], e)
+        return set()
+    landing = dataset_dir(LANDING_DATASET)
+    nothing = dict.fromkeys(FIELDS, 0)
+    return {
+        d
+        for d in recent
+        if counts.get(d, nothing) != PartitionTarget(landing, d).manifest().get("field_counts")
+    }
 
 
 def _arrow_codec(codec: str) -> str:
@@ -158,6 +203,7 @@ class ParquetDay(PipelineTask):
             staged.manifest.update(
                 rows=stats.rows, sources=stats.sources, built_from=landing.fingerprint()
             )
+        self.rows_written = stats.rows
         self.report(1.0, f"{stats.rows:,} readings from {stats.sources} source(s)")
 
     @classmethod
@@ -183,9 +229,6 @@ class DuckLoadDay(PipelineTask):
     priority = 10
     max_batch_size = 31
     resources = {"duckdb": 1}  # noqa: RUF012  (Luigi reads it from the class)
-
-    def days(self) -> list[date]:
-        return list(as_interval(self.date).dates())
 
     def requires(self) -> list[ParquetDay]:
         return [ParquetDay(date=day) for day in self.days()]
@@ -214,6 +257,7 @@ class DuckLoadDay(PipelineTask):
                     fingerprint=part.fingerprint() or "",
                 )
                 self.report((n + 1) / len(ids), f"{total:,} rows loaded, day {part.day}")
+        self.rows_written = total
         self.report(1.0, f"{total:,} rows in {len(ids)} day(s) published")
 
     @classmethod
@@ -242,9 +286,6 @@ class DbtBuild(PipelineTask):
     priority = 0
     max_batch_size = 400  # a year's backfill runs dbt once
     resources = {"duckdb": 1}  # noqa: RUF012  (Luigi reads it from the class)
-
-    def days(self) -> list[date]:
-        return list(as_interval(self.date).dates())
 
     def requires(self) -> list[DuckLoadDay]:
         return [DuckLoadDay(date=day) for day in self.days()]

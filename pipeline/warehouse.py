@@ -207,7 +207,7 @@ class Warehouse:
         """The database file to change; on a clean exit it is verified and published."""
         self.live.parent.mkdir(parents=True, exist_ok=True)
         swap = self.mode == "swap"
-        with self._writer_lock():
+        with self.writer_lock():
             target = self._prepare_next() if swap else self.live
             try:
                 yield target
@@ -260,21 +260,25 @@ class Warehouse:
         logger.info("published %s (previous kept as %s)", self.live, self.prev_path.name)
 
     @contextmanager
-    def _writer_lock(self) -> Iterator[None]:
+    def writer_lock(self) -> Iterator[None]:
         with self.lock_path.open("a+") as f:
             deadline = time.monotonic() + self.lock_timeout_s
+            waiting = False
             while True:
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    f.seek(0)
+                    holder = f.read().strip() or "unknown"
                     if time.monotonic() >= deadline:
-                        f.seek(0)
-                        holder = f.read().strip() or "unknown"
                         raise PipelineError(
                             f"another writer holds {self.lock_path} (pid {holder}); "
                             "DuckDB takes one writer at a time"
                         ) from None
+                    if not waiting:
+                        logger.info("waiting for the writer lock held by pid %s", holder)
+                        waiting = True
                     time.sleep(0.2)
             f.seek(0)
             f.truncate()

@@ -240,7 +240,7 @@ def test_wrong_credentials_are_one_clear_error(pipeline_env, tmp_path) -> None:
 def test_duckdb_locked_by_another_process_is_one_clear_error(pipeline_env) -> None:
     pipeline_env.write(quarter_hour_lines(DAY))
     assert pipeline_env.build(ParquetDay(date=DAY))
-    pipeline_env.duckdb.parent.mkdir(parents=True)
+    pipeline_env.duckdb.parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
         [
             sys.executable,
