@@ -22,8 +22,8 @@ from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 
-# Statuses of dbt result nodes that fail a build (a test's error is RunStatus.Error's value).
-_FAILED_STATUSES = frozenset({RunStatus.Error, TestStatus.Fail})
+# Statuses of dbt result nodes that fail a build (a test's error has RunStatus.Error's value).
+_FAILED_STATUSES = frozenset({str(RunStatus.Error), str(TestStatus.Fail)})
 # Enough of a failing node's message to name the cause, not a whole SQL dump.
 _MESSAGE_CHARS = 400
 
@@ -129,10 +129,10 @@ def _summarise(outcome: dbtRunnerResult) -> DbtBuildResult:
     failures = [
         _describe_failure(result)
         for result in node_results
-        if result.status in _FAILED_STATUSES
+        if str(result.status) in _FAILED_STATUSES
     ]
     if failures or not outcome.success:
-        skipped = sum(result.status == RunStatus.Skipped for result in node_results)
+        skipped = sum(str(result.status) == str(RunStatus.Skipped) for result in node_results)
         detail = "; ".join(failures) or "no failing node reported (see dbt's log)"
         raise DbtBuildError(f"dbt build failed: {detail} ({skipped} nodes skipped)")
     return DbtBuildResult(

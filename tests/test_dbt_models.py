@@ -331,6 +331,15 @@ def test_a_failing_data_test_raises_an_error_naming_it(tmp_path: Path, readings:
     assert count_in_another_process(path, "raw_meter_readings") == 2 * 96 + 1
 
 
+def test_a_failing_model_raises_an_error_naming_it_and_the_cause(
+    tmp_path: Path, readings: list[Reading]
+):
+    path = new_database(tmp_path / "home_energy.duckdb", readings, [FIRST_DAY])
+    with pytest.raises(DbtBuildError, match="Unknown TimeZone") as failure:
+        run_dbt_build(path, time_zone="Mars/Olympus")
+    assert "model fct_half_hourly_energy" in str(failure.value)
+
+
 def test_bad_dates_are_refused_before_dbt_runs(tmp_path: Path):
     with pytest.raises(ValueError, match="before start_date"):
         run_dbt_build(tmp_path / "x.duckdb", start_date=date(2025, 3, 2), end_date=date(2025, 3, 1))
