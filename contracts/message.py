@@ -65,18 +65,21 @@ class Reading:
             raise InvalidReading(
                 f"source {_short(self.source)} does not match {SOURCE_PATTERN.pattern}"
             )
+        present = 0
         for name in MEASUREMENT_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, _finite_float(name, value))
-        if all(getattr(self, name) is None for name in MEASUREMENT_FIELDS):
+                value = _finite_float(name, value)
+                if value < 0 and name in CUMULATIVE_FIELDS:
+                    raise InvalidReading(
+                        f"{name} is cumulative and cannot be negative, got {value}"
+                    )
+                object.__setattr__(self, name, value)
+                present += 1
+        if not present:
             raise InvalidReading(
                 f"no measurement: need at least one of {', '.join(MEASUREMENT_FIELDS)}"
             )
-        for name in CUMULATIVE_FIELDS:
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise InvalidReading(f"{name} is cumulative and cannot be negative, got {value}")
         if self.seq is not None and (_is_not_int(self.seq) or self.seq < 0):
             raise InvalidReading(f"seq must be a non-negative integer, got {_short(self.seq)}")
 

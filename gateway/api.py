@@ -112,7 +112,7 @@ def health(gateway: Gateway, queries: ReadingQueries) -> dict:
     influx = queries.reachable()
     age = time.time() - gateway.last_reading_at if gateway.last_reading_at else None
     return {
-        "healthy": gateway.broker_connected and gateway.subscribed and influx,
+        "healthy": gateway.broker_connected and gateway.subscribed and influx and gateway.influx_ok,
         "broker_connected": gateway.broker_connected,
         "subscribed": gateway.subscribed,
         "influx_reachable": influx,

@@ -38,8 +38,9 @@ class Delivery:
 
 
 class DeliveryBuffer:
-    def __init__(self, max_readings: int) -> None:
+    def __init__(self, max_readings: int, batch_size: int) -> None:
         self.max_readings = max_readings
+        self.batch_size = batch_size
         self.depth = 0
         self._last_arrival = 0.0
         self._items: deque[Delivery] = deque()
@@ -59,13 +60,14 @@ class DeliveryBuffer:
             self._items.append(delivery)
             self._last_arrival = delivery.arrived
             self.depth += delivery.weight
-            self._cond.notify_all()
+            # The flusher only needs waking to start the clock or for a full batch; a
+            # notify per message would cost the network thread more than the rest of put.
+            if len(self._items) == 1 or self.depth >= self.batch_size:
+                self._cond.notify_all()
             return True
 
-    def take(
-        self, batch_size: int, max_wait_s: float, idle_s: float, stop: threading.Event
-    ) -> list[Delivery]:
-        """The next batch: at most `batch_size` readings (at least one delivery).
+    def take(self, max_wait_s: float, idle_s: float, stop: threading.Event) -> list[Delivery]:
+        """The next batch: at most `self.batch_size` readings (at least one delivery).
 
         Waits until a full batch is there, the oldest delivery has waited `max_wait_s`, or
         nothing has arrived for `idle_s`. The last one matters with a broker that sends only
@@ -74,7 +76,7 @@ class DeliveryBuffer:
         returns what there is at once (maybe nothing).
         """
         with self._cond:
-            while not stop.is_set() and self.depth < batch_size:
+            while not stop.is_set() and self.depth < self.batch_size:
                 if not self._items:
                     self._cond.wait(max_wait_s)
                     continue
@@ -85,7 +87,7 @@ class DeliveryBuffer:
                 self._cond.wait(remaining)
             batch: list[Delivery] = []
             size = 0
-            while self._items and (not batch or size + self._items[0].weight <= batch_size):
+            while self._items and (not batch or size + self._items[0].weight <= self.batch_size):
                 delivery = self._items.popleft()
                 batch.append(delivery)
                 size += delivery.weight

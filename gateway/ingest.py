@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
-from contracts.message import ParsedPayload, Reading, parse_payload, to_payload
+from contracts.message import ParsedPayload, Reading, default_source, parse_payload, to_payload
 from contracts.mqtt import MqttSettings, make_client
 from gateway.buffer import Delivery, DeliveryBuffer
 from gateway.deadletters import DeadLetters
@@ -48,13 +48,14 @@ class Gateway:
         self.writer = writer
         self.deadletters = deadletters
         self.metrics = metrics
-        self.buffer = DeliveryBuffer(settings.buffer_readings)
+        self.buffer = DeliveryBuffer(settings.buffer_readings, settings.batch_size)
         self.closing = threading.Event()  # no more intake; flush what is buffered
         self.abort = threading.Event()  # stop retrying; leave the rest unacknowledged
         self.broker_connected = False
         self.subscribed = False
         self.influx_ok = True
         self.last_reading_at: float | None = None  # time.time() of the last valid reading
+        self.fallback_source = default_source()  # SOURCE_DEFAULT, checked once
         self._connection = 0  # numbers the broker connections, for acks
         self._ack_lock = threading.Lock()
         self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
@@ -136,7 +137,10 @@ class Gateway:
         self.metrics.messages_received.inc()
         try:
             parsed = parse_payload(
-                message.payload, message.topic, base_topic=self.mqtt_settings.topic
+                message.payload,
+                message.topic,
+                base_topic=self.mqtt_settings.topic,
+                fallback_source=self.fallback_source,
             )
             if parsed.rejected:
                 self._reject(message.topic, message.payload, parsed)
@@ -175,7 +179,6 @@ class Gateway:
     def _flush_loop(self) -> None:
         while True:
             batch = self.buffer.take(
-                self.settings.batch_size,
                 self.settings.flush_seconds,
                 self.settings.flush_idle_seconds,
                 self.closing,

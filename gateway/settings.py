@@ -35,7 +35,7 @@ class GatewaySettings:
     # A batch is written when it holds batch_size readings, when its oldest reading has
     # waited flush_seconds, or when nothing new has come for flush_idle_seconds.
     batch_size: int = 5000
-    flush_seconds: float = 0.2
+    flush_seconds: float = 0.1
     flush_idle_seconds: float = 0.02
     # Readings held in memory, unacknowledged; when full, intake waits (the broker keeps
     # the rest). At least two batches, so one can be written while the next fills.
