@@ -140,6 +140,12 @@ class storage(luigi.Config):
         default="512MB",
         description="memory DuckDB may use while transforming and loading (it spills beyond)",
     )
+    days_per_publish = EnvIntParameter(
+        env="DUCKDB_DAYS_PER_PUBLISH",
+        default=31,
+        description="most days one DuckLoadDay batch loads before publishing; publishing copies "
+        "the database, so a backfill publishes days/this many times",
+    )
     lock_timeout_s = EnvFloatParameter(
         env="DUCKDB_LOCK_TIMEOUT_S",
         default=600.0,

@@ -154,7 +154,19 @@ def parse_csv(content: bytes) -> pa.Table:
         return LANDING_SCHEMA.empty_table()
     if not content.startswith(b"name,tags,time"):
         raise PipelineError(f"InfluxDB answered with something that is not CSV: {content[:200]!r}")
-    table = pacsv.read_csv(
+    try:
+        table = _read_landing_csv(content)
+    except pa.ArrowInvalid as e:
+        raise PipelineError(
+            f"InfluxDB returned a value that is not a number ({str(e).splitlines()[0]}); "
+            "every field must be written as a float"
+        ) from None
+    time_ms = table["time"].cast(pa.timestamp("ms")).cast(pa.timestamp("ms", tz="UTC"))
+    return table.set_column(0, "time", time_ms).cast(LANDING_SCHEMA)
+
+
+def _read_landing_csv(content: bytes) -> pa.Table:
+    return pacsv.read_csv(
         io.BytesIO(content),
         convert_options=pacsv.ConvertOptions(
             column_types={
@@ -167,5 +179,3 @@ def parse_csv(content: bytes) -> pa.Table:
             strings_can_be_null=True,
         ),
     )
-    time_ms = table["time"].cast(pa.timestamp("ms")).cast(pa.timestamp("ms", tz="UTC"))
-    return table.set_column(0, "time", time_ms).cast(LANDING_SCHEMA)

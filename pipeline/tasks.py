@@ -221,13 +221,17 @@ class ParquetDay(PipelineTask):
 class DuckLoadDay(PipelineTask):
     """A day (or a batch of days) of readings loaded into DuckDB with its marker row.
 
-    Batched runs load many days and publish the database once; `max_batch_size` bounds how much
-    one publish carries.
+    Batched runs load many days and publish the database once; `[storage] days_per_publish`
+    bounds how many days one publish carries.
     """
 
     date = LocalDaysParameter(description="local day YYYY-MM-DD (or a span); default yesterday")
     priority = 10
-    max_batch_size = 31
+
+    @property
+    def max_batch_size(self) -> int:  # read by Luigi's worker when it sets up batching
+        return storage().days_per_publish
+
     resources = {"duckdb": 1}  # noqa: RUF012  (Luigi reads it from the class)
 
     def requires(self) -> list[ParquetDay]:

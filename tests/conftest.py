@@ -93,15 +93,28 @@ class PipelineEnv:
         Register.clear_instance_cache()
         return result.scheduling_succeeded
 
-    def cli(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300):
-        """The real `luigi` command (or `python -m ...` with args[0] == '-m'), from the repo."""
-        env = {**os.environ, **self.env, **(extra_env or {})}
+    def command(self, *args: str) -> list[str]:
+        """The real `luigi --module pipeline ...` command, or `python -m ...` for args '-m', ..."""
         if args[0] == "-m":
-            cmd = [sys.executable, *args]
-        else:
-            cmd = [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", *args]
+            return [sys.executable, *args]
+        return [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", *args]
+
+    def cli(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300):
+        """Run a command from the repository and wait for it."""
+        env = {**os.environ, **self.env, **(extra_env or {})}
         return subprocess.run(
-            cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+            self.command(*args), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+
+    def spawn(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a command from the repository without waiting for it."""
+        return subprocess.Popen(
+            self.command(*args),
+            env={**os.environ, **self.env, **(extra_env or {})},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
 
