@@ -342,11 +342,12 @@ def test_nothing_is_acknowledged_before_it_is_written(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_gateway_restarts_lose_nothing(
-    influx: InfluxServer, gateway_env: dict, publisher: Publisher, tmp_path: Path
+    influx: InfluxServer, gateway_env: dict, publisher: Publisher, tmp_path: Path, protocol: str
 ) -> None:
     readings = [reading(i) for i in range(600)]
-    env = {**gateway_env, **influx.env()}
+    env = {**gateway_env, **influx.env(), "MQTT_PROTOCOL": protocol}
     gateway = GatewayServer(tmp_path / "gw", env).start()
     try:
         flow = threading.Thread(target=publish_steadily, args=(publisher, readings, 150))
