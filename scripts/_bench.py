@@ -1,0 +1,160 @@
+"""What the pipeline benchmarks share: cold commands timed with their peak memory, a private
+influxd, the pipeline's environment, and the summary table.
+
+A command is timed from its spawn to its exit, so interpreter start and imports count, as they
+do for cron. Its peak RSS is the kernel's high-water mark of the process, reported by GNU time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from contracts.influx import InfluxSettings  # noqa: E402
+from devstack.servers import InfluxServer  # noqa: E402
+from pipeline.seed import seed  # noqa: E402
+
+PYTHON = sys.executable
+LUIGI = str(Path(sys.executable).with_name("luigi"))
+GNU_TIME = "/usr/bin/time"  # Debian package `time`
+TZ = "Asia/Tokyo"
+# The benchmarks configure the pipeline through these alone; inherited values would leak in.
+PIPELINE_VARIABLES = ("INFLUX_", "DUCKDB_", "PARQUET_", "LUIGI_", "TZ", "SOURCE_DEFAULT")
+
+
+Row = tuple[str, str, str]  # a summary line: measure, figure, note
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    peak_rss_mib: float
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so `with` blocks stop influxd and remove temp folders."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def run_cold(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float) -> Run:
+    """Run `cmd` from the repository (luigi.cfg is read from there); raise if it fails.
+
+    The peak RSS is GNU time's `%M`, not `os.wait4` here: a child inherits the high-water mark
+    of the process that forked it (Linux carries it across fork and exec), so this process,
+    fat from seeding, would lend its own peak to every command it starts.
+    """
+    if not Path(GNU_TIME).exists():
+        raise RuntimeError(f"{GNU_TIME} is missing: apt-get install -y time")
+    peak_file = log.with_suffix(".maxrss")
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [GNU_TIME, "-f", "%M", "-o", str(peak_file), *cmd],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a timeout kills the command with its timer
+        )
+        killer = threading.Timer(timeout_s, _kill_group, (process.pid,))
+        killer.start()
+        try:
+            _, status, _ = os.wait4(process.pid, 0)  # blocking: no polling error in the time
+        finally:
+            killer.cancel()
+        elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        reason = "timed out" if elapsed >= timeout_s else f"exited {process.returncode}"
+        raise CommandFailed(f"{' '.join(cmd[:6])} ... {reason}; log {log}:\n{tail}")
+    peak_kib = int(peak_file.read_text().split()[-1])
+    return Run(seconds=elapsed, peak_rss_mib=peak_kib / 1024)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def luigi_command(task: str, *args: str) -> list[str]:
+    return [LUIGI, "--module", "pipeline", task, *args, "--local-scheduler"]
+
+
+def pipeline_env(influx: InfluxServer, workdir: Path) -> dict[str, str]:
+    """The environment of one pipeline installation: its own Parquet folder and DuckDB file."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(PIPELINE_VARIABLES)}
+    return {
+        **inherited,
+        **influx.env(),
+        "PARQUET_BASE_DIR": str(workdir / "parquet"),
+        "DUCKDB_PATH": str(workdir / "duckdb" / "home_energy.duckdb"),
+        "TZ": TZ,
+    }
+
+
+@contextmanager
+def influx_server(workdir: Path) -> Iterator[InfluxServer]:
+    server = InfluxServer(workdir / "influxd").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def seed_readings(
+    influx: InfluxServer, first: date, days: int, interval: timedelta, sources: list[str]
+) -> tuple[int, float]:
+    """Sample readings covering `days` local days from `first`; (readings, seconds)."""
+    start = datetime.combine(first, datetime.min.time(), tzinfo=ZoneInfo(TZ))
+    count = int(timedelta(days=days) / interval)
+    settings = InfluxSettings(url=influx.url)
+    started = time.perf_counter()
+    written = seed(settings, start=start, interval=interval, count=count, sources=sources, tz=TZ)
+    return written, time.perf_counter() - started
+
+
+def days_ago(n: int) -> date:
+    """A local day `n` days back: past, and older than the late-data lookback for n > 7."""
+    return datetime.now(ZoneInfo(TZ)).date() - timedelta(days=n)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def load_average() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def verdict(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    """Rows of (measure, figure, goal/verdict), aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    print(f"\n{title}")
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
