@@ -116,6 +116,7 @@ class Gateway:
             log.info("connected to %s, session resumed", self.mqtt_settings)
         else:
             log.info("connected to %s, subscribing to %s", self.mqtt_settings, self.topics)
+            self.subscribed = False  # until the SUBACK says so
             client.subscribe(self.topics)
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:

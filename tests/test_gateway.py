@@ -409,3 +409,24 @@ def test_gateway_connects_over_tls_with_its_credentials(
             assert health.status_code == 503, case
             assert health.json()["broker_connected"] is False, case
             assert bad_password not in gateway.tail(100), "a password reached the log"
+
+
+@pytest.mark.timeout(60)
+def test_gateway_reconnects_and_resubscribes_when_the_broker_lost_its_session(
+    influx: InfluxServer, names: dict[str, str], tmp_path: Path
+) -> None:
+    with MosquittoServer(tmp_path / "broker") as broker:
+        env = {**influx.env(), **broker.env(), **names, "GATEWAY_FLUSH_SECONDS": "0.05"}
+        with GatewayServer(tmp_path / "gw", env) as gateway:
+            healthy = lambda: httpx.get(f"{gateway.url}/healthz").status_code == 200  # noqa: E731
+            wait_for(healthy, 10, "connected")
+            broker.stop()
+            (broker.workdir / "mosquitto.db").unlink(missing_ok=True)  # sessions forgotten
+            wait_for(lambda: not healthy(), 10, "the gateway to notice")
+            broker.start()
+            wait_for(healthy, 20, "reconnected and subscribed again")
+            publisher = Publisher(broker.url, names["MQTT_TOPIC"])
+            publisher.publish(to_payload(reading(0)))
+            publisher.close()
+            assert_exactly(influx.url, [reading(0)], timeout=10)
+            assert gateway.tail(50).count("subscribing to") == 2
