@@ -1,0 +1,298 @@
+#!/usr/bin/env python
+"""Backfill speed (issue 4): a year of one meter through luigid, then the rerun when complete.
+
+    .venv/bin/python scripts/bench_backfill.py [--days 365] [--repeat 3] [--workers 1]
+
+A private influxd and luigid (free ports, a temporary folder removed at the end) and one meter
+read every 10 seconds over the `--days` local days ending yesterday (365 days: 3,153,600
+readings; the seeding time is printed apart). Then, every command a cold process from the
+repository with `--scheduler-url` pointing at the private luigid:
+
+1. Backfill: `RangeDaily --of DbtBuild` over those days: wall time, readings/s, how many times
+   the DuckDB file was published (the warehouse logs `published <path>` once per publish) and
+   how many dbt builds ran (DbtBuild runs in `pipeline_runs`). The result is checked: every
+   reading in `raw_meter_readings`, one `fct_daily_energy` row per day.
+2. Rerun, everything complete: the same command over all the days, and over the last 7 days
+   (both reach into the late-data lookback, so both ask InfluxDB for its per-day counts), and
+   over the first 7 days (outside the lookback: folders and markers only); medians of
+   `--repeat`. Goals: the full rerun <= 3 s and <= 1.5 x the 7-day one. A rerun that loads or
+   publishes anything fails the benchmark.
+
+The range is passed as `--start/--stop` with a `--days-back` wide enough not to clamp it and a
+`--task-limit` above the day count: Luigi's RangeDaily defaults (100 days back, 50 tasks) would
+otherwise cut a year's backfill to 50 days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench import (
+    LUIGI,
+    Run,
+    days_ago,
+    exit_cleanly_on_sigterm,
+    influx_server,
+    median,
+    pipeline_env,
+    print_table,
+    run_cold,
+    seed_readings,
+    verdict,
+)
+
+from devstack.servers import InfluxServer, LuigidServer
+from pipeline.warehouse import sibling
+
+RERUN_GOAL_S = 3.0
+RERUN_RATIO_GOAL = 1.5
+SHORT_RANGE_DAYS = 7
+INTERVAL = timedelta(seconds=10)
+SOURCE = "meter1"
+BACKFILL_TIMEOUT_S = 3 * 3600
+RERUN_TIMEOUT_S = 300
+# One log record per publish, from pipeline/warehouse.py (`published <live path> (previous...`).
+# Luigi's console handler prints it as `INFO: published ...`; a second handler on the root logger
+# currently prints every record again as `INFO:luigi-interface:published ...`.
+PUBLISHED_LINE = re.compile(r"^(\w+:(?:luigi-interface:)?) ?published \S+\.duckdb", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Install:
+    """One pipeline installation: its environment, luigid and the folder for command logs."""
+
+    env: dict[str, str]
+    scheduler_url: str
+    logs: Path
+    duckdb_file: Path
+
+
+@dataclass(frozen=True)
+class Span:
+    """Local days [first, stop) and what a rerun over them shows."""
+
+    name: str
+    first: date
+    stop: date
+    note: str = ""
+
+    @property
+    def days(self) -> int:
+        return (self.stop - self.first).days
+
+    def __str__(self) -> str:
+        return f"{self.first}..{self.stop - timedelta(days=1)}"
+
+
+@dataclass(frozen=True)
+class Backfill:
+    run: Run
+    publishes: int
+    dbt_builds: int
+    load_batches: int
+
+
+def range_command(install: Install, span: Span, workers: int) -> list[str]:
+    """`luigi ... RangeDaily --of DbtBuild` over the span, against the private luigid."""
+    days = span.days
+    return [
+        LUIGI,
+        "--module",
+        "pipeline",
+        "RangeDaily",
+        "--of",
+        "DbtBuild",
+        "--start",
+        span.first.isoformat(),
+        "--stop",
+        span.stop.isoformat(),
+        # Luigi clamps --start to today - days-back, and requires at most task-limit days.
+        "--days-back",
+        str(days + 2),
+        "--task-limit",
+        str(days + 1),
+        "--workers",
+        str(workers),
+        "--scheduler-url",
+        install.scheduler_url,
+    ]
+
+
+def run_range(
+    install: Install, log_name: str, span: Span, timeout_s: float, workers: int = 1
+) -> Run:
+    command = range_command(install, span, workers)
+    return run_cold(command, install.env, install.logs / f"{log_name}.log", timeout_s)
+
+
+def publishes_in(log: Path) -> int:
+    """Publishes logged by one command, counted once however many handlers printed them."""
+    per_format = Counter(PUBLISHED_LINE.findall(log.read_text(errors="replace")))
+    return max(per_format.values(), default=0)
+
+
+def runs_per_task(duckdb_file: Path) -> dict[str, int]:
+    """Successful task runs (one per batch) in `pipeline_runs`, which lives beside the warehouse
+    (pipeline/runlog.py): a run writes one row per day, all with the run's pid and duration."""
+    with duckdb.connect(str(sibling(duckdb_file, "runs")), read_only=True) as con:
+        rows = con.execute(
+            "select task, count(distinct (pid, duration_s)) from pipeline_runs "
+            "where status = 'SUCCESS' group by task"
+        ).fetchall()
+    return dict(rows)
+
+
+def check_warehouse(duckdb_file: Path, readings: int, days: int) -> None:
+    """The backfill lost nothing: every reading loaded, one daily row per day."""
+    with duckdb.connect(str(duckdb_file), read_only=True) as con:
+        raw = con.execute("select count(*) from raw_meter_readings").fetchone()[0]
+        daily = con.execute("select count(*) from fct_daily_energy").fetchone()[0]
+    if raw != readings or daily != days:
+        raise RuntimeError(
+            f"backfill incomplete: {raw:,} of {readings:,} readings in raw_meter_readings, "
+            f"{daily} of {days} rows in fct_daily_energy"
+        )
+
+
+def backfill(install: Install, year: Span, readings: int, workers: int) -> Backfill:
+    days = year.days
+    print(f"backfilling {year} ({days} days) through luigid ...")
+    run = run_range(install, "backfill", year, BACKFILL_TIMEOUT_S, workers)
+    check_warehouse(install.duckdb_file, readings, days)
+    runs = runs_per_task(install.duckdb_file)
+    result = Backfill(
+        run=run,
+        publishes=publishes_in(install.logs / "backfill.log"),
+        dbt_builds=runs.get("DbtBuild", 0),
+        load_batches=runs.get("DuckLoadDay", 0),
+    )
+    print(
+        f"backfill: {run.seconds:.1f} s, {readings / run.seconds:,.0f} readings/s, "
+        f"DuckDB published {result.publishes} times ({result.load_batches} DuckLoadDay "
+        f"batches), dbt built {result.dbt_builds} times, peak RSS {run.peak_rss_mib:.0f} MiB"
+    )
+    return result
+
+
+def reruns(install: Install, spans: list[Span], repeat: int) -> dict[Span, float]:
+    """Median wall time of the range command over each span of complete days, the spans taken
+    in turn so that drift in the machine's load hits them alike. A rerun must change nothing."""
+    seconds: dict[Span, list[float]] = {span: [] for span in spans}
+    for n in range(repeat):
+        for span in spans:
+            log_name = f"rerun-{span.name}-{n}"
+            seconds[span].append(run_range(install, log_name, span, RERUN_TIMEOUT_S).seconds)
+            if publishes_in(install.logs / f"{log_name}.log"):
+                raise RuntimeError(f"rerun {span.name}: complete days were published again")
+    for span, runs in seconds.items():
+        print(f"rerun {span.name} ({span}): " + ", ".join(f"{s:.2f} s" for s in runs))
+    return {span: median(runs) for span, runs in seconds.items()}
+
+
+@contextmanager
+def workspace(keep: Path | None) -> Iterator[Path]:
+    """A temporary folder removed at the end, or `keep` (created new, left in place)."""
+    if keep:
+        keep.mkdir(parents=True)
+        yield keep.resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
+        yield Path(tmp)
+
+
+@contextmanager
+def installation(tmp: Path) -> Iterator[tuple[Install, InfluxServer]]:
+    """influxd and luigid on free ports, and the pipeline's environment pointing at them."""
+    with influx_server(tmp) as influx, LuigidServer(tmp / "luigid") as luigid:
+        logs = tmp / "logs"
+        logs.mkdir()
+        env = pipeline_env(influx, tmp / "pipeline")
+        yield (
+            Install(
+                env=env,
+                scheduler_url=luigid.url,
+                logs=logs,
+                duckdb_file=Path(env["DUCKDB_PATH"]),
+            ),
+            influx,
+        )
+
+
+def bench(tmp: Path, days: int, repeat: int, workers: int) -> list[tuple[str, str, str]]:
+    stop = days_ago(0)  # today, excluded: the range ends yesterday
+    first = stop - timedelta(days=days)
+    week = timedelta(days=SHORT_RANGE_DAYS)
+    year = Span(f"{days}-days", first, stop, "inside and outside the lookback")
+    recent = Span(f"last-{SHORT_RANGE_DAYS}-days", stop - week, stop, "inside the lookback")
+    oldest = Span(f"first-{SHORT_RANGE_DAYS}-days", first, first + week, "outside the lookback")
+    with installation(tmp) as (install, influx):
+        readings, seed_s = seed_readings(influx, first, days, INTERVAL, [SOURCE])
+        print(
+            f"seeded {readings:,} readings (1 meter every {INTERVAL.seconds} s, {days} days "
+            f"from {first}) in {seed_s:.1f} s ({readings / seed_s:,.0f} readings/s into influxd)"
+        )
+        done = backfill(install, year, readings, workers)
+        rerun_s = reruns(install, [year, recent, oldest], repeat)
+    full_ok = rerun_s[year] <= RERUN_GOAL_S
+    ratio = rerun_s[year] / rerun_s[recent]
+    ratio_ok = ratio <= RERUN_RATIO_GOAL
+    print(
+        f"rerun: {days} days {rerun_s[year]:.2f} s (goal <= {RERUN_GOAL_S} s: "
+        f"{verdict(full_ok)}), last {SHORT_RANGE_DAYS} days {rerun_s[recent]:.2f} s, "
+        f"ratio {ratio:.2f} (goal <= {RERUN_RATIO_GOAL}: {verdict(ratio_ok)})"
+    )
+    return [
+        ("seeding influxd", f"{seed_s:.1f} s", f"{readings:,} readings"),
+        ("backfill wall time", f"{done.run.seconds:.1f} s", f"{days} days, {workers} worker(s)"),
+        ("backfill throughput", f"{readings / done.run.seconds:,.0f} readings/s", ""),
+        ("DuckDB publishes", str(done.publishes), f"{done.load_batches} load batches + dbt"),
+        ("dbt builds", str(done.dbt_builds), ""),
+        ("backfill peak RSS", f"{done.run.peak_rss_mib:.0f} MiB", "the luigi command"),
+        *(
+            (f"rerun {span.name}", f"{rerun_s[span]:.2f} s", f"median of {repeat}, {span.note}")
+            for span in (year, recent, oldest)
+        ),
+        (f"rerun goal, {days} days", f"<= {RERUN_GOAL_S} s", verdict(full_ok)),
+        (
+            f"rerun ratio {days}/{SHORT_RANGE_DAYS} days",
+            f"{ratio:.2f}",
+            f"goal <= {RERUN_RATIO_GOAL}: {verdict(ratio_ok)}",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--days", type=int, default=365, help="local days ending yesterday")
+    parser.add_argument("--repeat", type=int, default=3, help="cold runs of each rerun")
+    parser.add_argument("--workers", type=int, default=1, help="luigi workers of the backfill")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this new folder and keep it (logs, data) afterwards"
+    )
+    args = parser.parse_args()
+    if args.days <= SHORT_RANGE_DAYS:
+        parser.error(f"--days must be more than {SHORT_RANGE_DAYS}")
+    exit_cleanly_on_sigterm()
+    started = time.perf_counter()
+    with workspace(args.keep) as tmp:
+        rows = bench(tmp, args.days, args.repeat, args.workers)
+    rows.append(("benchmark total", f"{time.perf_counter() - started:.0f} s", ""))
+    print_table("summary (bench_backfill)", [("measure", "figure", "note"), *rows])
+
+
+if __name__ == "__main__":
+    main()
