@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""dbt speed (issue 3): a daily incremental DbtBuild over a year of history vs one empty day.
+
+    .venv/bin/python scripts/bench_dbt.py [--repeat 3] [--days 365]
+
+A private influxd (free port, temporary folder removed at the end) gets one meter read every
+10 seconds for `--days` (365) local days plus `--repeat` new days after them; every day lies
+more than a week back, outside the late-data lookback. Every command below is a cold
+`luigi --module pipeline ... --local-scheduler` process run from the repository:
+
+1. The year goes into DuckDB with `RangeDaily --of DuckLoadDay` (3,153,600 readings; timed).
+2. `DbtBuild --date <last day of the year>`: the initial build of the marts over the year.
+3. Daily, `--repeat` times: `DuckLoadDay --date <new day>`, then the timed `DbtBuild --date
+   <new day>` (incremental: the new day and its neighbours). Interleaved with it, on a fresh
+   installation each time: `DuckLoadDay --date <a day without readings>`, then the timed
+   `DbtBuild` of that empty day (dbt's fixed cost). Goal: incremental <= 2 x empty (medians).
+The marts are checked after each incremental build: one `fct_daily_energy` row per loaded day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench import (
+    Row,
+    Run,
+    days_ago,
+    exit_cleanly_on_sigterm,
+    influx_server,
+    load_average,
+    luigi_command,
+    median,
+    pipeline_env,
+    print_table,
+    run_cold,
+    seed_readings,
+    verdict,
+)
+
+from devstack.servers import InfluxServer
+
+RATIO_GOAL = 2.0
+INTERVAL = timedelta(seconds=10)
+READINGS_PER_DAY = int(timedelta(days=1) / INTERVAL)
+NEWEST_DAY_AGO = 10  # older than the 7-day late-data lookback, so no day asks InfluxDB again
+LOAD_TIMEOUT_S = 3 * 3600
+BUILD_TIMEOUT_S = 900
+
+
+class Install:
+    """One pipeline installation (Parquet folder, DuckDB file) and the logs of its commands."""
+
+    def __init__(self, influx: InfluxServer, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        self.folder = folder
+        self.env = pipeline_env(influx, folder)
+
+    @property
+    def duckdb_file(self) -> Path:
+        return Path(self.env["DUCKDB_PATH"])
+
+    def run(self, name: str, task: str, *args: str, timeout_s: float = BUILD_TIMEOUT_S) -> Run:
+        return run_cold(
+            luigi_command(task, *args), self.env, self.folder / f"{name}.log", timeout_s
+        )
+
+    def day(self, task: str, day: date) -> Run:
+        return self.run(f"{task}-{day}", task, "--date", day.isoformat())
+
+    def count(self, table: str) -> int:
+        with duckdb.connect(str(self.duckdb_file), read_only=True) as con:
+            return con.execute(f"select count(*) from {table}").fetchone()[0]
+
+
+def load_year(install: Install, first: date, stop: date) -> Run:
+    """RangeDaily over [first, stop); --days-back and --task-limit wide enough not to clamp it."""
+    days_back = (days_ago(0) - first).days + 1
+    return install.run(
+        "year",
+        "RangeDaily",
+        "--of",
+        "DuckLoadDay",
+        "--start",
+        first.isoformat(),
+        "--stop",
+        stop.isoformat(),
+        "--days-back",
+        str(days_back),
+        "--task-limit",
+        str(days_back + 1),
+        timeout_s=LOAD_TIMEOUT_S,
+    )
+
+
+def check_marts(install: Install, days: int) -> None:
+    """One fct_daily_energy row per built day: the build did its job, not just exited 0."""
+    rows = install.count("fct_daily_energy")
+    if rows != days:
+        raise RuntimeError(f"fct_daily_energy has {rows} rows after {days} days were built")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="new days, and empty days, built")
+    parser.add_argument("--days", type=int, default=365, help="days of history (a year)")
+    args = parser.parse_args()
+    exit_cleanly_on_sigterm()
+    load_before = load_average()
+    new_days = [days_ago(NEWEST_DAY_AGO + args.repeat - 1 - n) for n in range(args.repeat)]
+    year_first = new_days[0] - timedelta(days=args.days)
+    empty_days = [year_first - timedelta(days=1 + n) for n in range(args.repeat)]
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-dbt-") as tmp,
+        influx_server(Path(tmp)) as influx,
+    ):
+        readings, seconds = seed_readings(
+            influx, year_first, args.days + args.repeat, INTERVAL, ["meter1"]
+        )
+        print(
+            f"seeded {readings:,} readings (1 meter every 10 s, {year_first}..{new_days[-1]}) "
+            f"in {seconds:.1f} s"
+        )
+        year = Install(influx, Path(tmp) / "year")
+        loaded = load_year(year, year_first, new_days[0])
+        raw = year.count("raw_meter_readings")
+        size_mib = year.duckdb_file.stat().st_size / 2**20
+        print(
+            f"year loaded by RangeDaily --of DuckLoadDay in {loaded.seconds:.1f} s: "
+            f"{raw:,} readings, DuckDB file {size_mib:.0f} MiB"
+        )
+        if raw != args.days * READINGS_PER_DAY:
+            raise RuntimeError(f"raw_meter_readings has {raw:,} rows, expected a year's")
+        initial = year.day("DbtBuild", new_days[0] - timedelta(days=1))
+        check_marts(year, args.days)
+        print(f"initial DbtBuild over the year: {initial.seconds:.1f} s")
+
+        incremental, empty, day_loads = [], [], []
+        for n, (new_day, empty_day) in enumerate(zip(new_days, empty_days, strict=True)):
+            day_loads.append(year.day("DuckLoadDay", new_day))
+            incremental.append(year.day("DbtBuild", new_day))
+            check_marts(year, args.days + n + 1)
+            fresh = Install(influx, Path(tmp) / f"empty-{n}")
+            fresh.day("DuckLoadDay", empty_day)
+            empty.append(fresh.day("DbtBuild", empty_day))
+            print(
+                f"  day {n + 1}: DuckLoadDay {day_loads[-1].seconds:.2f} s, incremental "
+                f"DbtBuild {incremental[-1].seconds:.2f} s; empty-day DbtBuild "
+                f"{empty[-1].seconds:.2f} s"
+            )
+
+    incremental_s = median([r.seconds for r in incremental])
+    empty_s = median([r.seconds for r in empty])
+    ratio = incremental_s / empty_s
+    ok = verdict(ratio <= RATIO_GOAL)
+    print(
+        f"incremental DbtBuild {incremental_s:.2f} s, empty-day DbtBuild {empty_s:.2f} s "
+        f"(medians of {args.repeat}); ratio {ratio:.2f} (goal <= {RATIO_GOAL}): {ok}"
+    )
+    rows: list[Row] = [
+        ("seeding influxd", f"{seconds:.1f} s", f"{readings:,} readings"),
+        (
+            "year load (RangeDaily DuckLoadDay)",
+            f"{loaded.seconds:.1f} s",
+            f"{raw:,} readings, {size_mib:.0f} MiB DuckDB",
+        ),
+        (
+            "initial DbtBuild (full build)",
+            f"{initial.seconds:.1f} s",
+            f"peak RSS {initial.peak_rss_mib:.0f} MiB",
+        ),
+        (
+            "daily DuckLoadDay (8,640 readings)",
+            f"{median([r.seconds for r in day_loads]):.2f} s",
+            f"median of {args.repeat}",
+        ),
+        (
+            "incremental DbtBuild",
+            f"{incremental_s:.2f} s",
+            f"median of {args.repeat}, peak RSS {max(r.peak_rss_mib for r in incremental):.0f} MiB",
+        ),
+        (
+            "empty-day DbtBuild",
+            f"{empty_s:.2f} s",
+            f"median of {args.repeat}, peak RSS {max(r.peak_rss_mib for r in empty):.0f} MiB",
+        ),
+        ("ratio incremental/empty", f"{ratio:.2f}", f"goal <= {RATIO_GOAL}: {ok}"),
+        ("load average before/after", f"{load_before}/{load_average()}", "2 cores"),
+    ]
+    print_table("summary (bench_dbt)", [("measure", "figure", "note"), *rows])
+
+
+if __name__ == "__main__":
+    main()
