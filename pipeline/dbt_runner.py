@@ -9,6 +9,7 @@ environment: the file is then free to rename, reopen or lock from another proces
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +17,15 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus
-from dbt.cli.main import dbtRunner, dbtRunnerResult
+_root_handlers = list(logging.getLogger().handlers)
+
+from dbt.adapters.duckdb.connections import DuckDBConnectionManager  # noqa: E402
+from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus  # noqa: E402
+from dbt.cli.main import dbtRunner, dbtRunnerResult  # noqa: E402
+
+# A dependency of dbt calls logging.basicConfig() on import, which would print every Luigi log
+# line twice; the caller's logging stays as it was.
+logging.getLogger().handlers[:] = _root_handlers
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 

@@ -26,7 +26,6 @@ from pipeline.days import (
     day_window_utc,
     local_today,
 )
-from pipeline.dbt_runner import run_dbt_build
 from pipeline.errors import PipelineError
 from pipeline.extract import InfluxSource
 from pipeline.partitions import PartitionTarget, list_partitions
@@ -305,6 +304,9 @@ class DbtBuild(PipelineTask):
         days = self.days()
         warehouse = Warehouse(store.duckdb_file, store.publish_mode, store.lock_timeout_s)
         self.report(0.0, f"dbt build for {days[0]}..{days[-1]}")
+        # dbt takes seconds to import: only the task that runs it pays for that.
+        from pipeline.dbt_runner import run_dbt_build
+
         with warehouse.publishing() as path:
             result = run_dbt_build(path, start_date=days[0], end_date=days[-1], time_zone=cal.tz)
             with connect(path) as con:
