@@ -96,7 +96,7 @@ class PartitionTarget(luigi.Target):
             os.rename(self.path, old)
             failpoint("partition.swapping")
         os.rename(tmp, self.path)
-        _fsync_dir(self.dataset_dir)
+        fsync_path(self.dataset_dir)
         if old:
             shutil.rmtree(old)
 
@@ -155,13 +155,13 @@ def _sha256_file(path: Path) -> str:
 
 def _fsync_tree(folder: Path) -> None:
     for file in folder.iterdir():
-        with file.open("rb") as f:
-            os.fsync(f.fileno())
-    _fsync_dir(folder)
+        fsync_path(file)
+    fsync_path(folder)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (a rename is durable once its folder is synced)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -25,6 +25,7 @@ import luigi
 
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
+from pipeline.partitions import fsync_path
 from pipeline.transform import RAW_COLUMNS
 
 logger = logging.getLogger("luigi-interface")
@@ -216,7 +217,7 @@ class Warehouse:
                     verify(con)
                     con.execute("checkpoint")
                 if swap:
-                    _fsync(target)
+                    fsync_path(target)
                     failpoint("publish.verified")
                     self._publish(target)
             finally:
@@ -256,7 +257,7 @@ class Warehouse:
             os.replace(staged_prev, self.prev_path)
             failpoint("publish.prev_kept")
         os.replace(work, self.live)
-        _fsync(self.live.parent)
+        fsync_path(self.live.parent)
         logger.info("published %s (previous kept as %s)", self.live, self.prev_path.name)
 
     @contextmanager
@@ -298,14 +299,6 @@ def _wal(path: Path) -> Path:
 def _remove_db(path: Path) -> None:
     path.unlink(missing_ok=True)
     _wal(path).unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def marker_ids(task_family: str, days: Iterable[date]) -> dict[date, str]:
