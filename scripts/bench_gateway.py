@@ -11,7 +11,9 @@ write per message):
   backlog   the same N published while the gateway is down (its persistent session keeps
             them), then the gateway starts: the sustained rate into InfluxDB (10 % -> 90 %
             stored), the gateway's own throughput
-            both end with a loss check: N points in InfluxDB and the sum of their values
+            both end with a loss check (N points in InfluxDB, the sum of their values) and
+            the CPU seconds each process used: readings per CPU-second of the gateway is its
+            capacity on one free core, whatever else the machine is busy with
   latency   a steady rate (default 1,000/s) with ts = publish time: percentiles of
             ts -> InfluxDB accepted from the gateway's gateway_reading_delay_seconds
             histogram (linear within its buckets)
@@ -23,6 +25,7 @@ write per message):
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -44,6 +47,7 @@ from contracts.mqtt import make_client as make_mqtt_client
 from devstack.servers import (
     GatewayServer,
     InfluxServer,
+    LocalServer,
     MosquittoServer,
     ensure_packages,
 )
@@ -63,6 +67,7 @@ class Throughput:
     sustained: float  # readings/s between 10 % and 90 % stored (no start-up, no tail)
     stored: int
     value_sum_ok: bool
+    cpu_s: dict[str, float]  # CPU seconds used by each process while the readings went in
 
     @property
     def lossless(self) -> bool:
@@ -116,14 +121,17 @@ class Bench:
         try:
             if backlog:
                 gateway.stop()
-            started = time.monotonic()
+            servers = {"gateway": gateway, "influxd": self.influx, "mosquitto": self.broker}
+            started, cpu_before = time.monotonic(), cpu_seconds(servers)
             publish_all(client, payloads, timeout=300)
             publish_s = time.monotonic() - started
             if backlog:
                 started = time.monotonic()
-                gateway.start()
+                gateway.start()  # returns once its API answers: imports are done
+                cpu_before = cpu_seconds(servers)
             progress = self.wait_stored(count, timeout=max(120.0, count / 200))
             stored, done = progress[-1]
+            cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(servers).items()}
             value_sum_ok = self.value_sum() == count * (count - 1) / 2
             return Throughput(
                 count,
@@ -132,6 +140,7 @@ class Bench:
                 sustained_rate(progress, count),
                 stored,
                 value_sum_ok,
+                cpu,
             )
         finally:
             client.disconnect()
@@ -184,6 +193,20 @@ class Bench:
     def _query(self, query: str):
         client = make_client(InfluxSettings(url=self.influx.url))
         return client.query(query)
+
+
+def cpu_seconds(servers: dict[str, LocalServer]) -> dict[str, float]:
+    """User + system CPU time of each server process so far (Linux /proc); 0 if not running."""
+    used = {}
+    for name, server in servers.items():
+        try:
+            stat = Path(f"/proc/{server.pid()}/stat").read_text()
+        except OSError:
+            used[name] = 0.0
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
 
 
 def numbered_readings(count: int) -> list[Reading]:
@@ -259,6 +282,11 @@ def report_throughput(kind: str, run: Throughput) -> None:
             f"after the gateway process started ({rate:,.0f}/s with start-up); "
             f"sustained {run.sustained:,.0f} readings/s into InfluxDB"
         )
+    per_reading = ", ".join(f"{name} {cpu:.1f}" for name, cpu in run.cpu_s.items())
+    print(
+        f"         CPU seconds: {per_reading}; the gateway alone could take "
+        f"{run.readings / run.cpu_s['gateway']:,.0f} readings per second of one core"
+    )
     print(
         f"         loss check: {run.stored:,} of {run.readings:,} points, sum of values "
         f"{'matches' if run.value_sum_ok else 'DIFFERS'} -> "
