@@ -21,6 +21,7 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.errors import disk_space_explained
 from pipeline.failpoints import failpoint
 
 MANIFEST = "_manifest.json"
@@ -81,11 +82,12 @@ class PartitionTarget(luigi.Target):
         staged = StagedPartition(self.dataset_dir / f".tmp-{self.path.name}-{uuid.uuid4().hex[:8]}")
         staged.folder.mkdir()
         try:
-            yield staged
-            failpoint("partition.written")
-            write_manifest(staged.folder, staged.manifest)
-            _fsync_tree(staged.folder)
-            self._swap_in(staged.folder)
+            with disk_space_explained(self.path):
+                yield staged
+                failpoint("partition.written")
+                write_manifest(staged.folder, staged.manifest)
+                _fsync_tree(staged.folder)
+                self._swap_in(staged.folder)
         finally:
             shutil.rmtree(staged.folder, ignore_errors=True)
 

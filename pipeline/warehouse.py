@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import luigi
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, disk_space_explained
 from pipeline.failpoints import failpoint
 from pipeline.partitions import fsync_path
 from pipeline.transform import RAW_COLUMNS
@@ -208,9 +208,11 @@ class Warehouse:
         """The database file to change; on a clean exit it is verified and published."""
         self.live.parent.mkdir(parents=True, exist_ok=True)
         swap = self.mode == "swap"
-        with self.writer_lock():
-            target = self._prepare_next() if swap else self.live
+        with self.writer_lock(), disk_space_explained(self.live):
+            target = self.next_path if swap else self.live
             try:
+                if swap:
+                    self._prepare_next()
                 yield target
                 failpoint("publish.loaded")
                 with connect(target) as con:
@@ -235,19 +237,17 @@ class Warehouse:
             finally:
                 con.close()
 
-    def _prepare_next(self) -> Path:
+    def _prepare_next(self) -> None:
         """A fresh copy of the live file to work in (copying is O(history): batch the days)."""
-        work = self.next_path
-        _remove_db(work)
+        _remove_db(self.next_path)
         if self.live.exists():
             if _wal(self.live).exists():
                 raise PipelineError(
                     f"{self.live} has an unmerged WAL ({_wal(self.live).name}); open it once with "
                     "DuckDB to checkpoint it before publishing over it"
                 )
-            shutil.copyfile(self.live, work)
+            shutil.copyfile(self.live, self.next_path)
             failpoint("publish.copied")
-        return work
 
     def _publish(self, work: Path) -> None:
         if self.live.exists():

@@ -1,0 +1,103 @@
+"""A disk that fills: a clear error, the archive and the database as they were, then recovery.
+
+The data folders live on a small tmpfs; a filler file leaves too little room for the rebuilt day.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.days import day_window_utc
+
+DAY = date(2025, 12, 17)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def minute_lines(n: int, source: str) -> list[str]:
+    start = int(day_window_utc(DAY, ZoneInfo("Asia/Tokyo"))[0].timestamp() * 1000)
+    return [
+        f"power,source={source} instant_power_w={(i * 7919) % 3001}.5,"
+        f"energy_import_kwh={i * 0.013:.6f} {start + i * 1000}"
+        for i in range(n)
+    ]
+
+
+def fill(folder: Path, leave_bytes: int) -> Path:
+    filler = folder / "filler"
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(free - leave_bytes, 0))
+    return filler
+
+
+def test_disk_full_fails_clearly_and_loses_nothing(pipeline_env, small_disk, monkeypatch) -> None:
+    parquet, db = small_disk / "parquet", small_disk / "duckdb" / "home_energy.duckdb"
+    settings = {"PARQUET_BASE_DIR": str(parquet), "DUCKDB_PATH": str(db)}
+    pipeline_env.env.update(settings)
+    pipeline_env.write(minute_lines(100, "meter1"))
+    assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
+
+    pipeline_env.write(minute_lines(60_000, "meter2"))  # a big late replay
+    assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
+    filler = fill(small_disk, leave_bytes=200_000)
+
+    result = pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler")
+    assert result.returncode == 40
+    assert f"No space left on device while writing {parquet}" in result.stderr
+    # The archive and the database are what they were; no half-written leftovers.
+    assert pq.read_table(parquet / "landing" / "power" / f"dt={DAY}").num_rows == 100
+    assert pq.read_table(parquet / "raw_meter_readings" / f"dt={DAY}").num_rows == 100
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select count(*) from raw_meter_readings").fetchone()[0] == 100
+    assert [p.name for p in parquet.rglob(".*")] == []
+
+    filler.unlink()
+    result = pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler")
+    assert result.returncode == 0, result.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select count(*) from raw_meter_readings").fetchone()[0] == 60_100
+
+
+def test_disk_full_while_publishing_keeps_the_live_database(pipeline_env, small_disk) -> None:
+    db = small_disk / "duckdb" / "home_energy.duckdb"
+    pipeline_env.env["DUCKDB_PATH"] = str(db)
+    pipeline_env.write(minute_lines(100, "meter1"))
+    assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
+    pipeline_env.write(minute_lines(200, "meter2"))
+    assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
+    filler = fill(small_disk, leave_bytes=db.stat().st_size // 2)  # no room for the copy
+
+    result = pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler")
+    assert result.returncode == 40
+    assert f"No space left on device while writing {db}" in result.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select count(*) from raw_meter_readings").fetchone()[0] == 100
+    assert not db.with_name("home_energy.next.duckdb").exists()
+
+    filler.unlink()
+    assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("select count(*) from raw_meter_readings").fetchone()[0] == 300
