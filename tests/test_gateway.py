@@ -430,3 +430,28 @@ def test_gateway_reconnects_and_resubscribes_when_the_broker_lost_its_session(
             publisher.close()
             assert_exactly(influx.url, [reading(0)], timeout=10)
             assert gateway.tail(50).count("subscribing to") == 2
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_flushes_acknowledges_and_disconnects(
+    influx: InfluxServer, gateway_env: dict, publisher: Publisher, tmp_path: Path
+) -> None:
+    readings = [reading(i) for i in range(50)]
+    # Nothing would be written for 30 s on its own: only the shutdown can write it.
+    slow = {"GATEWAY_FLUSH_SECONDS": "30", "GATEWAY_FLUSH_IDLE_SECONDS": "30"}
+    env = {**gateway_env, **influx.env(), **slow}
+    with GatewayServer(tmp_path / "gw", env) as gateway:
+        for r in readings:
+            publisher.publish(to_payload(r))
+        publisher.close()
+        wait_for(lambda: metric(gateway, "gateway_readings_received_total") == 50, 10, "intake")
+        assert stored(influx.url) == []
+        process = gateway.process
+        gateway.stop()  # SIGTERM
+        assert process is not None and process.returncode == 0
+    assert_exactly(influx.url, readings, timeout=1)
+    # Acknowledged before the disconnect: the broker has nothing to deliver again.
+    with GatewayServer(tmp_path / "gw2", env) as again:
+        wait_for(lambda: httpx.get(f"{again.url}/healthz").status_code == 200, 10, "connected")
+        time.sleep(0.5)
+        assert metric(again, "gateway_messages_received_total") == 0
