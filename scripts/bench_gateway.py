@@ -56,7 +56,6 @@ TOPIC = "bench/power"
 # Paho numbers messages with 16-bit packet ids, queued ones included: keep well below 65535.
 PUBLISH_WINDOW = 20_000
 SOURCE = "bench"
-BUCKET_LINE = re.compile(r'gateway_reading_delay_seconds_bucket\{le="([^"]+)"\} (\d+)')
 
 
 @dataclass
@@ -147,7 +146,9 @@ class Bench:
             client.loop_stop()
             gateway.stop()
 
-    def latency(self, env: dict[str, str], rate: float, seconds: float) -> dict[str, float]:
+    def latency(
+        self, env: dict[str, str], rate: float, seconds: float
+    ) -> dict[str, dict[str, float]]:
         gateway = self.gateway(env)
         try:
             client = self.publisher()
@@ -169,7 +170,11 @@ class Bench:
                 print(f"latency run: only {stored} of {count} stored in time")
             client.disconnect()
             client.loop_stop()
-            return percentiles(httpx.get(f"{gateway.url}/metrics").text, (0.5, 0.9, 0.99))
+            metrics = httpx.get(f"{gateway.url}/metrics").text
+            return {
+                "ts -> InfluxDB": percentiles(metrics, "gateway_reading_delay_seconds"),
+                "InfluxDB write requests": percentiles(metrics, "gateway_write_latency_seconds"),
+            }
         finally:
             gateway.stop()
 
@@ -246,12 +251,15 @@ def wait_published(infos: list[mqtt.MQTTMessageInfo], deadline: float) -> None:
             raise RuntimeError("the broker did not confirm every publish in time")
 
 
-def percentiles(metrics_text: str, quantiles: tuple[float, ...]) -> dict[str, float]:
+def percentiles(
+    metrics_text: str, histogram: str, quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)
+) -> dict[str, float]:
     """Quantiles in ms from a Prometheus histogram, linear within a bucket, and the upper
     bound of the highest bucket that has anything in it ("max <=")."""
+    bucket_line = re.compile(re.escape(histogram) + r'_bucket\{le="([^"]+)"\} (\d+)')
     buckets = [
         (float("inf") if le == "+Inf" else float(le), int(n))
-        for le, n in BUCKET_LINE.findall(metrics_text)
+        for le, n in bucket_line.findall(metrics_text)
     ]
     total = buckets[-1][1]
     result = {}
@@ -325,10 +333,9 @@ def main() -> int:
                     report_throughput(kind, run)
                     ok = ok and run.lossless
                 lat = bench.latency(env, args.rate, args.seconds)
-                shown = ", ".join(f"{k} {v:.0f} ms" for k, v in lat.items())
-                print(
-                    f"latency: at {args.rate:,.0f} readings/s, ts -> InfluxDB: {shown}", flush=True
-                )
+                for what, figures in lat.items():
+                    shown = ", ".join(f"{k} {v:.0f} ms" for k, v in figures.items())
+                    print(f"latency at {args.rate:,.0f}/s, {what}: {shown}", flush=True)
     return 0 if ok else 1
 
 
