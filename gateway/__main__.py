@@ -41,7 +41,7 @@ def main() -> int:
         settings = GatewaySettings.from_env()
         mqtt_settings = MqttSettings.from_env(default_client_id=DEFAULT_CLIENT_ID)
         influx = InfluxSettings.from_env()
-        default_source()  # a bad SOURCE_DEFAULT stops us here, not at the first message
+        fallback_source = default_source()  # a bad SOURCE_DEFAULT stops us here
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
@@ -54,7 +54,7 @@ def main() -> int:
     writer = InfluxWriter(
         make_client(InfluxSettings.from_env(timeout_s=WRITE_TIMEOUT_S)), influx.measurement, metrics
     )
-    gateway = Gateway(mqtt_settings, settings, writer, deadletters, metrics)
+    gateway = Gateway(mqtt_settings, settings, writer, deadletters, metrics, fallback_source)
     queries = ReadingQueries(
         make_client(InfluxSettings.from_env(timeout_s=QUERY_TIMEOUT_S)), influx.measurement
     )

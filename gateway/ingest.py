@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
-from contracts.message import ParsedPayload, Reading, default_source, parse_payload, to_payload
+from contracts.message import ParsedPayload, Reading, parse_payload, to_payload
 from contracts.mqtt import MqttSettings, make_client
 from gateway.buffer import Delivery, DeliveryBuffer
 from gateway.deadletters import DeadLetters
@@ -42,6 +42,7 @@ class Gateway:
         writer: InfluxWriter,
         deadletters: DeadLetters,
         metrics: GatewayMetrics,
+        fallback_source: str,
     ) -> None:
         self.mqtt_settings = mqtt_settings
         self.settings = settings
@@ -55,7 +56,7 @@ class Gateway:
         self.subscribed = False
         self.influx_ok = True
         self.last_reading_at: float | None = None  # time.time() of the last valid reading
-        self.fallback_source = default_source()  # SOURCE_DEFAULT, checked once
+        self.fallback_source = fallback_source  # SOURCE_DEFAULT
         self._connection = 0  # numbers the broker connections, for acks
         self._ack_lock = threading.Lock()
         self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)

@@ -18,7 +18,8 @@ def _positive(name: str, default: float, kind: type = float) -> float:
     try:
         value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {raw!r}")
     return value

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -99,3 +102,24 @@ def test_bad_tuning_values_are_refused(name: str, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(name, "-1")
     with pytest.raises(ValueError, match=name):
         GatewaySettings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SOURCE_DEFAULT", "no/slash", "SOURCE_DEFAULT"),
+        ("MQTT_BROKER_URL", "http://gateway:s3cret@broker", "mqtt:// or mqtts://"),
+        ("GATEWAY_BATCH_SIZE", "many", "GATEWAY_BATCH_SIZE must be an integer"),
+    ],
+)
+def test_bad_configuration_stops_the_gateway_at_start(name: str, value: str, message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env={**os.environ, name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "s3cret" not in result.stderr
