@@ -66,8 +66,8 @@ SOURCE = "meter1"
 BACKFILL_TIMEOUT_S = 3 * 3600
 RERUN_TIMEOUT_S = 300
 # One log record per publish, from pipeline/warehouse.py (`published <live path> (previous...`).
-# Luigi's console handler prints it as `INFO: published ...`; a second handler on the root logger
-# currently prints every record again as `INFO:luigi-interface:published ...`.
+# Luigi's console handler prints it as `INFO: published ...`; a handler on the root logger (which
+# dbt's import used to add) would print it again as `INFO:luigi-interface:published ...`.
 PUBLISHED_LINE = re.compile(r"^(\w+:(?:luigi-interface:)?) ?published \S+\.duckdb", re.MULTILINE)
 
 
