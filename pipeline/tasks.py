@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 import luigi
 
@@ -47,7 +48,7 @@ LANDING_DATASET = "landing/power"
 RAW_DATASET = "raw_meter_readings"
 
 
-def dataset_dir(name: str):
+def dataset_dir(name: str) -> Path:
     return storage().parquet_root / name
 
 
