@@ -24,6 +24,9 @@ class RangeDaily(luigi.tools.range.RangeDaily):
         default=date(2000, 1, 1),
         description="first day, inclusive; by default the window is the last --days-back days",
     )
+    # Luigi requires at most 50 days per run by default; a year's backfill is one run here,
+    # batched into bounded publishes by the tasks themselves.
+    task_limit = luigi.IntParameter(default=1000, description="most days required in one run")
 
     def _local_midnight(self, now_utc: datetime) -> datetime:
         return datetime.combine(local_today(calendar().zone, now_utc), time())

@@ -101,8 +101,14 @@ class ExtractDay(PipelineTask):
         start, end = day_window_utc(self.date, calendar().zone)
         span = (end - start).total_seconds()
 
+        reported = [-1]
+
         def progress(upto: datetime, rows: int) -> None:
-            self.report((upto - start).total_seconds() / span, f"{rows:,} readings extracted")
+            # Each report is two calls to luigid: tell it at each quarter of the day only.
+            done = (upto - start).total_seconds() / span
+            if int(done * 4) > reported[0]:
+                reported[0] = int(done * 4)
+                self.report(done, f"{rows:,} readings extracted")
 
         with self.output().writing() as staged:
             extracted_at = datetime.now(UTC)
