@@ -18,6 +18,7 @@ The machine's load average is printed too: other work on it slows every figure.
 from __future__ import annotations
 
 import argparse
+import configparser
 import sys
 import tempfile
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import (
     PYTHON,
+    REPO,
     TZ,
     Row,
     Run,
@@ -51,7 +53,6 @@ RATIO_GOAL = 1.5
 RSS_GOAL_MIB = 1024
 SMALL_TIMEOUT_S = 300
 LARGE_TIMEOUT_S = 3600
-WINDOW_MINUTES = 60  # luigi.cfg [influx] window_minutes, so both query the same windows
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The same three steps as ExtractDay -> ParquetDay -> DuckLoadDay, as plainly as they can be
@@ -110,7 +111,7 @@ def run_minimal(influx: InfluxServer, workdir: Path, day: date, timeout_s: float
         "power",
         str(_ns(start - EPOCH)),
         str(_ns(end - EPOCH)),
-        str(_ns(timedelta(minutes=WINDOW_MINUTES))),
+        str(_ns(timedelta(minutes=window_minutes()))),
         str(workdir / "day.parquet"),
         str(workdir / "minimal.duckdb"),
         TZ,
@@ -121,6 +122,14 @@ def run_minimal(influx: InfluxServer, workdir: Path, day: date, timeout_s: float
         workdir / "minimal.log",
         timeout_s,
     )
+
+
+def window_minutes() -> int:
+    """luigi.cfg's [influx] window_minutes (the benchmark's environment does not override it),
+    so the minimal script queries the same windows as ExtractDay."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "luigi.cfg")
+    return config.getint("influx", "window_minutes")
 
 
 def _ns(span: timedelta) -> int:
@@ -145,15 +154,19 @@ def bench_one_meter(tmp: Path, day: date, repeat: int) -> list[Row]:
     luigi_s = median([r.seconds for r in luigi_runs])
     minimal_s = median([r.seconds for r in minimal_runs])
     ratio = luigi_s / minimal_s
+    # Noise on a shared machine only ever adds time, so the best runs are shown beside.
+    best_ratio = min(r.seconds for r in luigi_runs) / min(r.seconds for r in minimal_runs)
     ok = verdict(ratio <= RATIO_GOAL)
     print(
         f"1 meter: luigi DuckLoadDay {luigi_s:.2f} s, minimal script {minimal_s:.2f} s "
-        f"(medians of {repeat}); ratio {ratio:.2f} (goal <= {RATIO_GOAL}): {ok}"
+        f"(medians of {repeat}); ratio {ratio:.2f} (goal <= {RATIO_GOAL}): {ok}; "
+        f"ratio of the best runs {best_ratio:.2f}"
     )
     return [
         ("1 meter, luigi DuckLoadDay", f"{luigi_s:.2f} s", f"median of {repeat}, cold"),
         ("1 meter, minimal script", f"{minimal_s:.2f} s", f"median of {repeat}, cold"),
         ("1 meter, ratio luigi/minimal", f"{ratio:.2f}", f"goal <= {RATIO_GOAL}: {ok}"),
+        ("1 meter, ratio of the best runs", f"{best_ratio:.2f}", ""),
         (
             "1 meter, peak RSS luigi/minimal",
             f"{max(r.peak_rss_mib for r in luigi_runs):.0f}/"
