@@ -136,21 +136,22 @@ class ExtractDay(PipelineTask):
             )
 
     def complete(self) -> bool:
-        return super().complete() and self.date not in changed_in_source([self.date])
+        return super().complete() and self.date not in gained_in_source([self.date])
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         done = list_partitions(dataset_dir(LANDING_DATASET))
         archived = [d for d in parameter_tuples if _as_day(d) in done]
-        changed = changed_in_source([_as_day(d) for d in archived])
-        return [d for d in archived if _as_day(d) not in changed]
+        gained = gained_in_source([_as_day(d) for d in archived])
+        return [d for d in archived if _as_day(d) not in gained]
 
 
-def changed_in_source(days: list[date]) -> set[date]:
-    """Archived days inside the late-data lookback whose readings in InfluxDB changed since.
+def gained_in_source(days: list[date]) -> set[date]:
+    """Archived days inside the late-data lookback that gained readings in InfluxDB since.
 
-    One aggregate query covers the whole lookback. Counts per field are compared, which catches
-    readings replayed late or deleted; a value rewritten in place is only caught by a rebuild.
+    One aggregate query covers the whole lookback. Only gains count: edges replay, they never
+    delete, and a source that lost readings (retention, a restored server) must not shrink the
+    archive. Removals and values rewritten in place take an explicit `rebuild`.
     """
     zone = calendar().zone
     oldest = local_today(zone) - timedelta(days=late_data().lookback_days)
@@ -169,8 +170,12 @@ def changed_in_source(days: list[date]) -> set[date]:
     return {
         d
         for d in recent
-        if counts.get(d, nothing) != PartitionTarget(landing, d).manifest().get("field_counts")
+        if _gained(counts.get(d, nothing), PartitionTarget(landing, d).manifest()["field_counts"])
     }
+
+
+def _gained(source: dict[str, int], archived: dict[str, int]) -> bool:
+    return any(source[name] > archived.get(name, 0) for name in FIELDS)
 
 
 def _arrow_codec(codec: str) -> str:

@@ -157,3 +157,17 @@ def test_one_bad_day_fails_alone_and_is_logged(pipeline_env) -> None:
     expected = [date(2025, 1, 1) + timedelta(days=n) for n in range(21) if n != 19]
     assert loaded == expected
     assert datetime.now(TOKYO).date() not in loaded
+
+
+def test_a_source_that_lost_readings_keeps_the_archive(pipeline_env) -> None:
+    day = recent_days(1)[0]
+    pipeline_env.write(hourly_lines(day))
+    command = ("RangeDaily", "--of", "DuckLoadDay", "--days-back", "1", "--local-scheduler")
+    assert pipeline_env.cli(*command).returncode == 0
+    pipeline_env.influx.query("DROP MEASUREMENT power", db="home_energy")  # retention, a restore
+
+    assert pipeline_env.cli(*command).returncode == 0
+    landing = pipeline_env.parquet / "landing" / "power" / f"dt={day}"
+    assert pq.read_table(landing).num_rows == 24
+    with duckdb.connect(str(pipeline_env.duckdb), read_only=True) as con:
+        assert con.execute("select count(*) from raw_meter_readings").fetchone()[0] == 24
