@@ -18,7 +18,7 @@ from pipeline.extract import InfluxSource
 from pipeline.partitions import PartitionTarget, list_partitions
 from pipeline.runlog import last_runs
 from pipeline.tasks import LANDING_DATASET, RAW_DATASET, DbtBuild, dataset_dir
-from pipeline.warehouse import MARKER_TABLE, Warehouse, connect
+from pipeline.warehouse import MARKER_TABLE, Warehouse, connect, has_table
 
 
 def rebuild(first: date, last: date) -> list[date]:
@@ -70,9 +70,7 @@ def _warehouse_view(days: list[date]) -> tuple[dict[date, str], dict[date, str]]
             [days[0], days[-1]],
         ).fetchall()
         coverage = []
-        if con.execute(
-            "select count(*) from information_schema.tables where table_name = 'fct_daily_energy'"
-        ).fetchone()[0]:
+        if has_table(con, "fct_daily_energy"):
             coverage = con.execute(
                 "select date_jst, avg(coverage_ratio) from fct_daily_energy "
                 "where date_jst between ? and ? group by date_jst",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -55,7 +55,7 @@ def time_windows(
 @dataclass
 class ExtractStats:
     rows: int = 0
-    field_counts: dict[str, int] | None = None
+    field_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FIELDS, 0))
 
 
 class InfluxSource:
@@ -137,7 +137,7 @@ class InfluxSource:
     ) -> ExtractStats:
         """Write every reading in [start, end) to one Parquet file, window by window."""
         self.preflight()
-        stats = ExtractStats(field_counts=dict.fromkeys(FIELDS, 0))
+        stats = ExtractStats()
         with pq.ParquetWriter(path, LANDING_SCHEMA, compression=compression) as writer:
             for w_start, w_end in time_windows(start, end, self.window):
                 table = self.window_table(w_start, w_end)

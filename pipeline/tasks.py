@@ -32,12 +32,12 @@ from pipeline.extract import InfluxSource
 from pipeline.partitions import PartitionTarget, list_partitions
 from pipeline.transform import write_canonical
 from pipeline.warehouse import (
-    MARKER_TABLE,
     MarkerTarget,
     Warehouse,
     connect,
     load_day,
     marker_ids,
+    markers_in,
     read_markers,
     write_marker,
 )
@@ -50,6 +50,12 @@ RAW_DATASET = "raw_meter_readings"
 
 def dataset_dir(name: str) -> Path:
     return storage().parquet_root / name
+
+
+def live_warehouse() -> Warehouse:
+    """The configured DuckDB file, publish mode and writer-lock wait."""
+    store = storage()
+    return Warehouse(store.duckdb_file, store.publish_mode, store.lock_timeout_s)
 
 
 def _task_class(cls: type | partial) -> type:
@@ -257,11 +263,10 @@ class DuckLoadDay(PipelineTask):
         ]
 
     def run(self) -> None:
-        store, zone = storage(), calendar().zone
+        zone = calendar().zone
         ids = marker_ids(self.get_task_family(), self.days())
-        warehouse = Warehouse(store.duckdb_file, store.publish_mode, store.lock_timeout_s)
         total = 0
-        with warehouse.writing() as con:
+        with live_warehouse().writing() as con:
             for n, part in enumerate(t.output() for t in self.requires()):
                 total += load_day(
                     con,
@@ -312,15 +317,15 @@ class DbtBuild(PipelineTask):
         return [MarkerTarget(live, ids[d], neighbourhood_fingerprint(loads, d)) for d in ids]
 
     def run(self) -> None:
-        store, cal = storage(), calendar()
         days = self.days()
-        warehouse = Warehouse(store.duckdb_file, store.publish_mode, store.lock_timeout_s)
         self.report(0.0, f"dbt build for {days[0]}..{days[-1]}")
         # dbt takes seconds to import: only the task that runs it pays for that.
         from pipeline.dbt_runner import run_dbt_build
 
-        with warehouse.publishing() as path:
-            result = run_dbt_build(path, start_date=days[0], end_date=days[-1], time_zone=cal.tz)
+        with live_warehouse().publishing() as path:
+            result = run_dbt_build(
+                path, start_date=days[0], end_date=days[-1], time_zone=calendar().tz
+            )
             with connect(path) as con:
                 marked = mark_dbt_days(con, self.get_task_family(), days)
         self.report(1.0, f"{result.models} models, {result.tests} tests; {marked} day(s) marked")
@@ -351,12 +356,7 @@ def neighbourhood_fingerprint(loads: dict[str, str | None], day: date) -> str | 
 
 def mark_dbt_days(con, family: str, days: list[date]) -> int:
     """Mark every day dbt rebuilt: the batch and its neighbours (whose midnight split changed)."""
-    loads = dict(
-        con.execute(
-            f"select update_id, fingerprint from {MARKER_TABLE} where starts_with(update_id, ?)",
-            [f"{DuckLoadDay.get_task_family()}("],
-        ).fetchall()
-    )
+    loads = markers_in(con, f"{DuckLoadDay.get_task_family()}(")
     window = [days[0] - timedelta(days=1), *days, days[-1] + timedelta(days=1)]
     marked = 0
     for day, update_id in marker_ids(family, window).items():

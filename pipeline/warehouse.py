@@ -78,16 +78,18 @@ def read_markers(live: Path, prefix: str) -> dict[str, str | None]:
     if not live.exists():
         return {}
     with connect(live, read_only=True) as con:
-        if not _has_table(con, MARKER_TABLE):
-            return {}
-        rows = con.execute(
-            f"select update_id, fingerprint from {MARKER_TABLE} where starts_with(update_id, ?)",
-            [prefix],
-        ).fetchall()
+        return markers_in(con, prefix) if has_table(con, MARKER_TABLE) else {}
+
+
+def markers_in(con: duckdb.DuckDBPyConnection, prefix: str) -> dict[str, str | None]:
+    rows = con.execute(
+        f"select update_id, fingerprint from {MARKER_TABLE} where starts_with(update_id, ?)",
+        [prefix],
+    ).fetchall()
     return dict(rows)
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
         con.execute(
             "select count(*) from information_schema.tables where table_name = ?", [name]
