@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -14,35 +15,56 @@ import duckdb
 
 from pipeline.config import calendar, influx, storage
 from pipeline.days import local_today
+from pipeline.errors import PipelineError, damage_explained
 from pipeline.extract import InfluxSource
 from pipeline.partitions import PartitionTarget, list_partitions
 from pipeline.runlog import last_runs
-from pipeline.tasks import LANDING_DATASET, RAW_DATASET, DbtBuild, dataset_dir
-from pipeline.warehouse import MARKER_TABLE, Warehouse, connect, has_table
+from pipeline.tasks import LANDING_DATASET, RAW_DATASET, DbtBuild, dataset_dir, live_warehouse
+from pipeline.warehouse import MARKER_TABLE, Warehouse, connect, has_table, verify
 
 
-def rebuild(first: date, last: date) -> list[date]:
+def rebuild(first: date, last: date, accept_fewer: bool = False) -> list[date]:
     """Flag the landing partitions of [first, last] so the next run extracts them again.
 
     The new extraction replaces each day whole, and the fingerprints make every stage after it
     rebuild that day. Until then the archived partition stays in place, so a failed
-    re-extraction (InfluxDB down, data past its retention) loses nothing.
+    re-extraction (InfluxDB down, data past its retention) loses nothing, and an extraction
+    with fewer readings than the archive is refused unless `accept_fewer`.
     """
-    flagged = []
-    day = first
-    while day <= last:
-        if PartitionTarget(dataset_dir(LANDING_DATASET), day).request_rebuild():
-            flagged.append(day)
-        day += timedelta(days=1)
-    return flagged
+    return [
+        day
+        for day in _days(first, last)
+        if PartitionTarget(dataset_dir(LANDING_DATASET), day).request_rebuild(accept_fewer)
+    ]
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
-    flagged = rebuild(args.date, args.to or args.date)
+    first, last = args.date, args.to or args.date
+    if args.cancel:
+        landing = dataset_dir(LANDING_DATASET)
+        for day in _days(first, last):
+            if PartitionTarget(landing, day).cancel_rebuild():
+                print(f"{day}: rebuild cancelled, the archive stays as it is")
+        return 0
+    flagged = rebuild(first, last, accept_fewer=args.accept_fewer)
     for day in flagged:
-        print(f"{day}: flagged for rebuild")
+        print(f"{day}: flagged for rebuild" + (" (fewer readings accepted)" * args.accept_fewer))
     if not flagged:
         print("no archived day in that range; the next run extracts missing days anyway")
+    return 0
+
+
+def _cmd_restore_prev(args: argparse.Namespace) -> int:
+    warehouse = live_warehouse()
+    aside = warehouse.restore_prev()
+    print(f"{warehouse.live} restored from {warehouse.prev_path.name}")
+    if aside:
+        print(f"the damaged file was moved to {aside}")
+    print("the next run loads again the days the restored copy does not hold")
     return 0
 
 
@@ -63,7 +85,7 @@ def _warehouse_view(days: list[date]) -> tuple[dict[date, str], dict[date, str]]
     live = storage().duckdb_file
     if not live.exists():
         return {}, {}
-    with connect(live, read_only=True) as con:
+    with connect(live, read_only=True) as con, damage_explained(live):
         loaded = con.execute(
             f"select partition_date, row_count from {MARKER_TABLE} "
             "where target_table = 'raw_meter_readings' and partition_date between ? and ?",
@@ -86,8 +108,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     yesterday = local_today(calendar().zone) - timedelta(days=1)
     days = [yesterday - timedelta(days=n) for n in range(args.days - 1, -1, -1)]
     landing, raw = _manifest_rows(LANDING_DATASET, days), _manifest_rows(RAW_DATASET, days)
-    loaded, coverage = _warehouse_view(days)
-    built = set(DbtBuild.bulk_complete(iter(days)))
+    try:
+        loaded, coverage = _warehouse_view(days)
+        built = set(DbtBuild.bulk_complete(iter(days)))
+    except PipelineError as e:
+        print(f"DuckDB: {e}")
+        loaded, coverage, built = {}, {}, set()
     runs = last_runs(days)
     header = ("date", "landing", "parquet", "duckdb", "dbt", "coverage", "last run")
     print("{:<10}  {:>9}  {:>9}  {:>9}  {:>4}  {:>8}  {}".format(*header))
@@ -123,19 +149,22 @@ def _check_parquet() -> str:
 
 
 def _check_duckdb() -> str:
-    store = storage()
-    live = store.duckdb_file
+    warehouse = live_warehouse()
+    live = warehouse.live
     detail = _check_writable(live.parent)
-    with Warehouse(live, store.publish_mode).writer_lock():
+    with Warehouse(live, warehouse.mode).writer_lock():
         pass
     if live.exists():
-        with connect(live, read_only=True):
-            pass
-        size = live.stat().st_size
-        if store.publish_mode == "swap" and shutil.disk_usage(live.parent).free < 2 * size:
-            raise RuntimeError(f"{detail}, but publishing copies {live} ({size / 2**20:.0f} MiB)")
-        detail += f"; {live.name} opens ({live.stat().st_size / 2**20:.1f} MiB)"
-    return detail + f"; writer lock free; mode {store.publish_mode}"
+        with connect(live, read_only=True) as con, damage_explained(live):
+            verify(con)
+        detail += f"; {live.name} reads whole ({live.stat().st_size / 2**20:.1f} MiB)"
+    needed, free = warehouse.room_needed(), shutil.disk_usage(live.parent).free
+    if free < needed:
+        raise PipelineError(
+            f"{detail}, but a publish needs {needed / 2**20:.0f} MiB free and "
+            f"{free / 2**20:.0f} MiB are"
+        )
+    return detail + f"; writer lock free; mode {warehouse.mode}"
 
 
 CHECKS: dict[str, Callable[[], str]] = {
@@ -167,10 +196,26 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rebuild", help="force archived days to be extracted and loaded again")
     r.add_argument("--date", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
     r.add_argument("--to", type=date.fromisoformat, help="last day, inclusive (default --date)")
+    r.add_argument(
+        "--accept-fewer",
+        action="store_true",
+        help="let the new extraction replace the archive even with fewer readings",
+    )
+    r.add_argument(
+        "--cancel", action="store_true", help="withdraw a rebuild request; keep the archive"
+    )
     r.set_defaults(run=_cmd_rebuild)
+    rp = sub.add_parser(
+        "restore-prev", help="replace a damaged DuckDB file with the copy kept before the publish"
+    )
+    rp.set_defaults(run=_cmd_restore_prev)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

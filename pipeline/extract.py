@@ -73,12 +73,19 @@ class InfluxSource:
         """Run one request, turning transport and server failures into one-line errors."""
         try:
             return what()
-        except requests.exceptions.ConnectionError:
-            raise PipelineError(f"{self._describe()} is unreachable (connection refused)") from None
+        except requests.exceptions.ConnectionError as e:
+            if "Connection refused" in str(e) or "NewConnectionError" in str(e):
+                raise PipelineError(
+                    f"{self._describe()} is unreachable (connection refused)"
+                ) from None
+            raise _broke_off(self._describe(), e) from None
         except requests.exceptions.Timeout:
             raise PipelineError(
                 f"{self._describe()} did not answer within {self.settings.timeout_s:g}s"
             ) from None
+        except requests.exceptions.RequestException as e:
+            # e.g. ChunkedEncodingError: the server died or the connection broke mid-answer.
+            raise _broke_off(self._describe(), e) from None
         except InfluxDBClientError as e:
             if e.code in (401, 403):
                 raise PipelineError(
@@ -90,10 +97,27 @@ class InfluxSource:
             raise PipelineError(f"{self._describe()} failed: {e}") from None
 
     def preflight(self) -> set[str]:
-        """Field keys of the measurement; raises a PipelineError if the server can't be used."""
+        """Field keys of the measurement; raises a PipelineError if the server can't be used.
+
+        A database or measurement that does not exist is a configuration error (a mistyped
+        INFLUX_BUCKET or INFLUX_MEASUREMENT), never a day without readings.
+        """
+        measurements = {p["name"] for p in self._points("SHOW MEASUREMENTS")}
+        if self.settings.measurement not in measurements:
+            raise PipelineError(
+                f"{self._describe()} has no measurement {self.settings.measurement!r} "
+                + (
+                    f"(it has {sorted(measurements)}): check INFLUX_MEASUREMENT"
+                    if measurements
+                    else "(the database is empty or does not exist): check INFLUX_BUCKET"
+                )
+            )
         q = f"SHOW FIELD KEYS FROM {quote_ident(self.settings.measurement)}"
+        return {p["fieldKey"] for p in self._points(q)}
+
+    def _points(self, q: str) -> list[dict]:
         result = self._call(lambda: self.client.query(q, database=self.settings.database))
-        return {p["fieldKey"] for p in result.get_points()}  # type: ignore[attr-defined]
+        return list(result.get_points())  # type: ignore[attr-defined]
 
     def window_table(self, start: datetime, end: datetime) -> pa.Table:
         """Readings with start <= time < end, in the landing schema."""
@@ -147,6 +171,13 @@ class InfluxSource:
                     stats.field_counts[name] += table.num_rows - table[name].null_count
                 progress(w_end, stats.rows)
         return stats
+
+
+def _broke_off(server: str, e: Exception) -> PipelineError:
+    return PipelineError(
+        f"{server} broke off its answer ({type(e).__name__}); nothing was replaced, rerun "
+        "when it is back"
+    )
 
 
 def parse_csv(content: bytes) -> pa.Table:

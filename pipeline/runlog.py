@@ -67,15 +67,15 @@ def record(task: PipelineTask, status: str, error: str | None = None) -> None:
 
 
 def last_runs(days: list[date]) -> dict[date, tuple]:
-    """Per day, the latest run: (task, status, rows, error)."""
+    """Per day, the latest run, its columns all from that one row: (task, status, rows, error)."""
     path = runs_path()
     if not path.exists() or not days:
         return {}
     with duckdb.connect(str(path), read_only=True) as con:
         rows = con.execute(
-            "select date, arg_max(task, finished_at), arg_max(status, finished_at), "
-            "arg_max(rows, finished_at), arg_max(error, finished_at) "
-            "from pipeline_runs where date between ? and ? group by date",
+            "select date, task, status, rows, error from pipeline_runs "
+            "where date between ? and ? "
+            "qualify row_number() over (partition by date order by finished_at desc) = 1",
             [min(days), max(days)],
         ).fetchall()
     return {r[0]: r[1:] for r in rows}

@@ -29,7 +29,7 @@ from pipeline.days import (
 )
 from pipeline.errors import PipelineError
 from pipeline.extract import InfluxSource
-from pipeline.partitions import PartitionTarget, list_partitions
+from pipeline.partitions import PartitionTarget, list_partitions, recover_crashed
 from pipeline.transform import write_canonical
 from pipeline.warehouse import (
     MarkerTarget,
@@ -92,11 +92,65 @@ class PipelineTask(luigi.Task):
         self.set_status_message(message)
 
 
+@PipelineTask.event_handler(luigi.Event.DEPENDENCY_PRESENT)
+def _recover_crashed_writers(task: PipelineTask) -> None:
+    # A rerun that finds its days complete runs nothing: tidy after crashed writers here.
+    for name in (LANDING_DATASET, RAW_DATASET):
+        recover_crashed(dataset_dir(name))
+
+
+class SourceCoversArchive(luigi.ExternalTask):
+    """InfluxDB still holds at least the readings archived for the day (or none are archived).
+
+    The archive outlives the source: a day re-extracted after retention deleted it, or from a
+    misconfigured source, must not replace the archive with less. While this is incomplete,
+    ExtractDay does not run and the command exits with the missing-data code (3).
+    """
+
+    date = LocalDateParameter(description="local day YYYY-MM-DD; default yesterday")
+
+    def complete(self) -> bool:
+        archive = PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
+        if not archive.path.is_dir() or archive.accepts_fewer():
+            return True
+        try:
+            counts = InfluxSource(influx().settings()).daily_field_counts(
+                self.date, self.date, calendar().zone
+            )
+        except PipelineError:
+            return True  # the extraction itself reports the server's failure in one line
+        shrunk = shrinkage(counts.get(self.date, dict.fromkeys(FIELDS, 0)), archive.manifest())
+        if shrunk:
+            logger.error(archive_kept_message(self.date, shrunk))
+        return not shrunk
+
+
+def shrinkage(new_counts: dict[str, int], manifest: dict) -> str:
+    """What a new extraction lacks against an archived one, e.g. 'energy_import_kwh 0 < 96'."""
+    archived = {"rows": manifest.get("rows", 0), **manifest.get("field_counts", {})}
+    return ", ".join(
+        f"{name} {count:,} < {archived[name]:,}"
+        for name, count in new_counts.items()
+        if count < archived.get(name, 0)
+    )
+
+
+def archive_kept_message(day: date, shrunk: str) -> str:
+    return (
+        f"{day}: the source has fewer readings than the archive ({shrunk}); the archive is "
+        f"kept. To replace it anyway: python -m pipeline rebuild --date {day} --accept-fewer; "
+        f"to keep it and stop asking: python -m pipeline rebuild --date {day} --cancel"
+    )
+
+
 class ExtractDay(PipelineTask):
     """One local day of readings from InfluxDB, as the source gave them (the landing archive)."""
 
     date = LocalDateParameter(description="local day YYYY-MM-DD; default yesterday")
     priority = 30
+
+    def requires(self) -> SourceCoversArchive:
+        return SourceCoversArchive(date=self.date)
 
     def output(self) -> PartitionTarget:
         return PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
@@ -125,6 +179,11 @@ class ExtractDay(PipelineTask):
                 compression=_arrow_codec(storage().parquet_compression),
                 progress=progress,
             )
+            archive = self.output()
+            if archive.path.is_dir() and not archive.accepts_fewer():
+                shrunk = shrinkage({"rows": stats.rows, **stats.field_counts}, archive.manifest())
+                if shrunk:
+                    raise PipelineError(archive_kept_message(self.date, shrunk))
             staged.manifest.update(
                 rows=stats.rows,
                 field_counts=stats.field_counts,
@@ -142,7 +201,8 @@ class ExtractDay(PipelineTask):
             )
 
     def complete(self) -> bool:
-        return super().complete() and self.date not in gained_in_source([self.date])
+        # Not PipelineTask's: SourceCoversArchive is a precondition of running, not an input.
+        return self.output().exists() and self.date not in gained_in_source([self.date])
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:

@@ -16,14 +16,14 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
 import luigi
 
-from pipeline.errors import PipelineError, disk_space_explained
+from pipeline.errors import PipelineError, damage_explained, disk_space_explained
 from pipeline.failpoints import failpoint
 from pipeline.partitions import fsync_path
 from pipeline.transform import RAW_COLUMNS
@@ -32,6 +32,8 @@ logger = logging.getLogger("luigi-interface")
 
 RAW_COLUMN_LIST = ", ".join(RAW_COLUMNS)
 MARKER_TABLE = "table_updates"
+# Room a publish needs beyond copying the live file, at least (a day's rows, WAL, checkpoint).
+PUBLISH_HEADROOM = 16 * 2**20
 RAW_TABLE = "raw_meter_readings"
 
 SCHEMA_SQL = f"""
@@ -63,7 +65,8 @@ def sibling(live: Path, role: str) -> Path:
 
 def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        with damage_explained(path):
+            return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
             raise PipelineError(
@@ -77,7 +80,7 @@ def read_markers(live: Path, prefix: str) -> dict[str, str | None]:
     """update_id -> fingerprint of every marker whose id starts with `prefix`, in one query."""
     if not live.exists():
         return {}
-    with connect(live, read_only=True) as con:
+    with connect(live, read_only=True) as con, damage_explained(live):
         return markers_in(con, prefix) if has_table(con, MARKER_TABLE) else {}
 
 
@@ -155,7 +158,10 @@ def load_day(
         failpoint("load.before_commit")
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        # A commit that failed (e.g. disk full) has already ended the transaction: the
+        # rollback's own error would hide the cause.
+        with suppress(duckdb.Error):
+            con.execute("rollback")
         raise
     return rows
 
@@ -210,7 +216,7 @@ class Warehouse:
         """The database file to change; on a clean exit it is verified and published."""
         self.live.parent.mkdir(parents=True, exist_ok=True)
         swap = self.mode == "swap"
-        with self.writer_lock(), disk_space_explained(self.live):
+        with self.writer_lock(), disk_space_explained(self.live), damage_explained(self.live):
             target = self.next_path if swap else self.live
             try:
                 if swap:
@@ -261,6 +267,38 @@ class Warehouse:
         os.replace(work, self.live)
         fsync_path(self.live.parent)
         logger.info("published %s (previous kept as %s)", self.live, self.prev_path.name)
+
+    def room_needed(self) -> int:
+        """Free bytes a publish needs: the copy of the live file (swap mode), plus headroom for
+        the day's rows, the WAL and the checkpoint."""
+        size = self.live.stat().st_size if self.live.exists() else 0
+        return (size if self.mode == "swap" else 0) + max(size // 4, PUBLISH_HEADROOM)
+
+    def restore_prev(self) -> Path | None:
+        """Make the copy kept before the last publish live again, after checking it is whole.
+
+        The damaged live file is moved aside (returned, None if there was none), never
+        deleted; the next run loads again whatever the restored markers do not cover.
+        """
+        with self.writer_lock():
+            if not self.prev_path.exists():
+                raise PipelineError(
+                    f"no {self.prev_path.name} to restore (inplace mode keeps none): move "
+                    f"{self.live.name} aside and rerun the range to rebuild it from Parquet"
+                )
+            with connect(self.prev_path, read_only=True) as con, damage_explained(self.prev_path):
+                verify(con)
+            aside = None
+            if self.live.exists():
+                aside = sibling(self.live, f"damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+                os.replace(self.live, aside)
+                _wal(self.live).unlink(missing_ok=True)
+            staged = sibling(self.live, "restoring")
+            shutil.copyfile(self.prev_path, staged)
+            fsync_path(staged)
+            os.replace(staged, self.live)
+            fsync_path(self.live.parent)
+            return aside
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:

@@ -177,6 +177,9 @@ def test_source_change_replaces_the_day_exactly(pipeline_env) -> None:
 
 
 def test_past_day_without_readings_is_an_empty_partition(pipeline_env, caplog) -> None:
+    # The measurement exists (readings on another day): a database without it is a
+    # configuration error, not an empty day (tests/test_data_safety.py).
+    pipeline_env.write(quarter_hour_lines(DAY + timedelta(days=3))[:1])
     assert pipeline_env.build(DuckLoadDay(date=DAY))
     assert "no readings" in caplog.text
     assert pq.read_table(partition(pipeline_env, "raw_meter_readings")).num_rows == 0
