@@ -125,19 +125,19 @@ class SourceCoversArchive(luigi.ExternalTask):
         return not shrunk
 
 
-def shrinkage(new_counts: dict[str, int], manifest: dict) -> str:
-    """What a new extraction lacks against an archived one, e.g. 'energy_import_kwh 0 < 96'."""
-    archived = {"rows": manifest.get("rows", 0), **manifest.get("field_counts", {})}
-    return ", ".join(
-        f"{name} {count:,} < {archived[name]:,}"
-        for name, count in new_counts.items()
-        if count < archived.get(name, 0)
-    )
+def shrinkage(new_counts: dict[str, int], manifest: dict) -> str | None:
+    """'191 < 192' when a new extraction holds fewer values than the archived one, else None.
+
+    Values (readings times the fields each carries) rather than rows, because InfluxDB counts
+    per field; a source that gained readings while losing a few still replaces the day.
+    """
+    new, archived = sum(new_counts.values()), sum(manifest.get("field_counts", {}).values())
+    return f"{new:,} < {archived:,}" if new < archived else None
 
 
 def archive_kept_message(day: date, shrunk: str) -> str:
     return (
-        f"{day}: the source has fewer readings than the archive ({shrunk}); the archive is "
+        f"{day}: the source holds fewer values than the archive ({shrunk}); the archive is "
         f"kept. To replace it anyway: python -m pipeline rebuild --date {day} --accept-fewer; "
         f"to keep it and stop asking: python -m pipeline rebuild --date {day} --cancel"
     )
@@ -181,7 +181,7 @@ class ExtractDay(PipelineTask):
             )
             archive = self.output()
             if archive.path.is_dir() and not archive.accepts_fewer():
-                shrunk = shrinkage({"rows": stats.rows, **stats.field_counts}, archive.manifest())
+                shrunk = shrinkage(stats.field_counts, archive.manifest())
                 if shrunk:
                     raise PipelineError(archive_kept_message(self.date, shrunk))
             staged.manifest.update(

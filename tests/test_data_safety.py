@@ -69,7 +69,7 @@ def test_source_emptied_by_retention_keeps_the_archive(pipeline_env) -> None:
 
     result = load(pipeline_env)
     assert result.returncode == 3, result.stderr  # missing data, not success
-    assert "the source has fewer readings than the archive" in result.stderr
+    assert "the source holds fewer values than the archive (0 < 192)" in result.stderr
     assert "--accept-fewer" in result.stderr
     assert landing_rows(pipeline_env) == 96
     assert warehouse_rows(pipeline_env) == 96
