@@ -141,9 +141,13 @@ def parse_ts(text: str) -> datetime:
         )
     iso = text.upper().replace("Z", "+00:00")
     try:
-        return datetime.fromisoformat(iso).astimezone(UTC)
+        local = datetime.fromisoformat(iso)
     except ValueError:
         raise InvalidReading(f"ts {text!r} is not a valid date and time") from None
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+23:59 is before year 1 in UTC
+        raise InvalidReading(f"ts {text!r} is out of range in UTC (years 1 to 9999)") from None
 
 
 def _encode(obj: object) -> bytes:

@@ -209,10 +209,17 @@ def test_api_answers_for_known_data(
             ({"start": "2025-12-17T00:00:00"}, "needs a UTC offset"),
             ({"start": end, "end": start}, "start must be before end"),
             ({"start": "2020-01-01T00:00:00Z", "every": "1s"}, "more than 10000 points"),
+            # Past the calendar once in UTC, outside InfluxDB's time range, a huge interval.
+            ({"start": "0001-01-01T00:00:00+23:59"}, "start is out of range"),
+            ({"end": "9999-12-31T23:59:59-23:59"}, "end is out of range"),
+            ({"end": "0001-01-01T00:00:00Z"}, "end must be between 1677-09-22"),
+            ({"start": "1600-01-01T00:00:00Z", "every": "1d"}, "start must be between"),
+            ({"start": "2262-04-11T00:00:00Z", "end": "2262-05-01T00:00:00Z"}, "must be between"),
+            ({"every": "9999999d"}, "every must be at most"),
         ]
         for params, message in bad_requests:
             response = api.get("/api/readings", params=params)
-            assert response.status_code == 422, params
+            assert response.status_code == 422, (params, response.text)
             assert message in response.text, (params, response.text)
         assert api.get("/api/latest", params={"source": '" OR 1=1'}).status_code == 422
 
