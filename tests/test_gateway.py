@@ -7,6 +7,7 @@ reading shows up in the comparison with what was published.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -289,6 +290,40 @@ def test_bad_messages_end_in_deadletters_and_the_gateway_keeps_serving(
         assert metric(gateway, "gateway_readings_rejected_total") == len(corpus) + 2
         assert httpx.get(f"{gateway.url}/healthz").status_code == 200
         assert gateway.running()
+
+
+@pytest.mark.timeout(120)
+def test_hostile_arrays_do_not_rotate_real_dead_letters_away(
+    influx: InfluxServer, gateway_env: dict, publisher: Publisher, tmp_path: Path
+) -> None:
+    # Just under the payload limit: 131,000 elements, each refused for its own reason.
+    zeros = b"[" + b",".join([b"0"] * 131_000) + b"]"
+    real = json.dumps(reading(0).to_json_obj() | {"instant_power_w": "oops"}).encode()
+    with GatewayServer(tmp_path / "gw", {**gateway_env, **influx.env()}) as gateway:
+        publisher.publish(real)
+        for _ in range(6):  # one more than the default number of old files kept
+            publisher.publish(zeros)
+        publisher.publish(to_payload(reading(1)))
+        assert_exactly(influx.url, [reading(1)], timeout=60)
+        wait_for(lambda: metric(gateway, "gateway_deadletters_total") == 7, 30, "dead letters")
+        files = sorted(gateway.deadletter_path.parent.glob(gateway.deadletter_path.name + "*"))
+        lines = [line for f in files for line in f.read_text().splitlines()]
+    records = [json.loads(line) for line in lines]
+    assert [r["payload"] for r in records].count(real.decode()) == 1  # still there
+    hostile = [r for r in records if r["payload_bytes"] == len(zeros)]
+    assert len(hostile) == 6
+    for record, line in zip(records, lines, strict=True):
+        if record in hostile:
+            # The payload once (cut to 64 KiB, with its size and hash), a few reasons, a count.
+            assert len(line) < 70_000
+            assert record["payload_sha256"] == hashlib.sha256(zeros).hexdigest()
+            assert record["rejected_count"] == 131_000
+            assert record["rejected"][0] == {
+                "index": 0,
+                "reason": "element 0: a reading must be a JSON object, got int",
+            }
+            assert len(record["rejected"]) == 20
+            assert record["reason"].startswith("131000 of 131000 elements refused; element 0:")
 
 
 def _lines(path: Path, count: int) -> list[str] | None:
