@@ -198,6 +198,11 @@ class ParsedPayload:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+def source_topic(base_topic: str, source: str) -> str:
+    """`<base_topic>/<source>`, where a publisher sends one source's readings."""
+    return f"{base_topic.rstrip('/')}/{source}"
+
+
 def source_from_topic(topic: str | None, base_topic: str = DEFAULT_TOPIC) -> str | None:
     """The `<source>` of `<base_topic>/<source>`; None for the base topic itself."""
     prefix = base_topic.rstrip("/") + "/"

@@ -12,8 +12,10 @@ an operator deploys. The interface other tests rely on:
     server.credentials           {"edge": password, "gateway": password}
     server.url_for(user)         "mqtts://user:password@127.0.0.1:port"
     server.env_for(user)         {"MQTT_BROKER_URL": url_for(user), "MQTT_TLS_CA_CERT": ca_path}
+    server.discard_sessions()    forget what the broker keeps for each user (between tests)
 
 Certificates and passwords are made once per work folder, so a stop/start keeps them.
+The broker makes each user name the client id (use_username_as_clientid): one session a user.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import threading
 from pathlib import Path
 
+from contracts.mqtt import MqttSettings, make_client
 from devstack.servers import MosquittoServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +70,17 @@ class SecureMosquittoServer(MosquittoServer):
         super().start(timeout)
         return self
 
+    def discard_sessions(self, timeout: float = 10.0) -> None:
+        """Connect once as each user with a clean session: the broker drops what it kept.
+
+        A user's session is shared by all its connections, so tests sharing a broker would
+        otherwise resume each other's subscriptions and queued messages.
+        """
+        for user in USERS:
+            settings = MqttSettings.from_url(self.url_for(user), ca_cert=str(self.ca_path))
+            if not _connect_cleanly(settings, timeout):
+                raise RuntimeError(f"{self.name}: {user} could not connect")
+
     def config_text(self) -> str:
         return render_config(
             (DEPLOY_DIR / "mosquitto.conf").read_text(),
@@ -107,6 +122,19 @@ def render_config(text: str, config_dir: Path, data_dir: Path, port: int) -> str
         # the local equivalent.
         text += "\nuser root\n"
     return text
+
+
+def _connect_cleanly(settings: MqttSettings, timeout: float) -> bool:
+    """Connect with a clean session and disconnect; False if the broker did not accept us."""
+    client = make_client(settings)
+    connected = threading.Event()
+    client.on_connect = lambda _c, _u, _f, rc, _p: rc.is_failure or connected.set()
+    client.loop_start()
+    try:
+        return connected.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def _run_script(name: str, *args: str, env: dict[str, str] | None = None) -> None:

@@ -427,7 +427,7 @@ def test_gateway_connects_over_tls_with_its_credentials(
         publisher = Publisher(
             mosquitto_tls.url_for("edge"), "home/power", ca_cert=str(mosquitto_tls.ca_path)
         )
-        publisher.publish(to_payload(reading(0)))
+        publisher.publish(to_payload(reading(0)), subtopic="meter1")  # the edge's one topic
         publisher.close()
         assert_exactly(influx.url, [reading(0)], timeout=15)
         assert mosquitto_tls.credentials["gateway"] not in gateway.tail(100)
