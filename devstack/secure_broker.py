@@ -4,7 +4,7 @@
 access, password file, ACL, persistence) with its container paths pointed at a work folder and
 its port 8883 replaced by a free loopback port. Certificates come from scripts/make-certs (SAN
 IP:127.0.0.1 and DNS:localhost) and the password file from scripts/make-mqtt-passwords, with a
-random password for each user of the ACL, `edge` and `gateway`. So a test talks to exactly what
+random password for each user of the ACL (`edge` and `gateway`). So a test talks to exactly what
 an operator deploys. The interface other tests rely on:
 
     server.port                  the TLS port on 127.0.0.1
@@ -34,7 +34,6 @@ DEPLOY_DIR = REPO_ROOT / "deploy" / "mosquitto"
 CONTAINER_CONFIG_DIR = "/mosquitto/config/"
 CONTAINER_DATA_DIR = "/mosquitto/data/"
 CONTAINER_LISTENER = "listener 8883"
-USERS = ("edge", "gateway")
 
 
 class SecureMosquittoServer(MosquittoServer):
@@ -76,7 +75,7 @@ class SecureMosquittoServer(MosquittoServer):
         A user's session is shared by all its connections, so tests sharing a broker would
         otherwise resume each other's subscriptions and queued messages.
         """
-        for user in USERS:
+        for user in self.credentials:
             settings = MqttSettings.from_url(self.url_for(user), ca_cert=str(self.ca_path))
             if not _connect_cleanly(settings, timeout):
                 raise RuntimeError(f"{self.name}: {user} could not connect")
@@ -97,11 +96,17 @@ class SecureMosquittoServer(MosquittoServer):
         if not self.ca_path.exists():
             _run_script("make-certs", str(self.ca_path.parent), "IP:127.0.0.1", "DNS:localhost")
         if not self.credentials:
-            self.credentials = {user: secrets.token_hex(16) for user in USERS}
+            self.credentials = {user: secrets.token_hex(16) for user in acl_users()}
             passwords = {
                 f"MQTT_{user.upper()}_PASSWORD": pw for user, pw in self.credentials.items()
             }
             _run_script("make-mqtt-passwords", str(self.config_dir / "passwords"), env=passwords)
+
+
+def acl_users() -> list[str]:
+    """The users deploy/mosquitto/aclfile names (as scripts/make-mqtt-passwords reads them)."""
+    lines = (DEPLOY_DIR / "aclfile").read_text().splitlines()
+    return [line.split()[1] for line in lines if line.split()[:1] == ["user"]]
 
 
 def render_config(text: str, config_dir: Path, data_dir: Path, port: int) -> str:

@@ -26,6 +26,7 @@ import pytest
 from test_edge_publisher import (
     REPO,
     edge_env,
+    kill_left_over,
     private_broker,  # noqa: F401  (fixture)
     start_edge,
     start_simulator,
@@ -135,10 +136,7 @@ def test_nothing_the_edge_deleted_is_lost_after_a_client_id_takeover(
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
     finally:
-        for proc in (edge, gateway, simulator):
-            if proc and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        kill_left_over(edge, gateway, simulator)
     # Every point is one of the edge's readings (1..last), so all `deleted` of them are there.
     assert len(point_times(influx.url) - kept) == deleted
     assert len(point_times(influx.url)) <= last
@@ -178,10 +176,7 @@ def test_meter_to_duckdb_exactly_once_through_an_outage(influx, private_broker, 
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
     finally:
-        for proc in (edge, gateway, simulator):
-            if proc and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        kill_left_over(edge, gateway, simulator)
 
     points = influx_points(influx.url)
     assert len(points) == last  # every reading once: seq 1..last, one point each

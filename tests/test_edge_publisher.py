@@ -208,6 +208,14 @@ def start_edge(env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
+def kill_left_over(*procs: subprocess.Popen | None) -> None:
+    """kill -9 what a failed test left running."""
+    for proc in procs:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def stored(outbox: Path) -> tuple[int, int]:
     """(readings pending, highest seq ever given) of an outbox another process writes."""
     with Outbox(outbox) as box:
@@ -251,10 +259,7 @@ def test_broker_outage_and_kill9_lose_nothing(private_broker, tmp_path) -> None:
             wait_for(lambda: max(sub.seqs()) == last, 30, "the last reading at the subscriber")
             readings = sub.collect()
     finally:
-        for proc in (edge, simulator):
-            if proc and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        kill_left_over(edge, simulator)
     # Every reading that was ever stored arrived; repeats (a batch in flight at the kill) are
     # the same (source, ts) point, which InfluxDB stores once.
     assert sub.seqs() == set(range(1, last + 1))
