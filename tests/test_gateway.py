@@ -214,8 +214,9 @@ def test_api_answers_for_known_data(
             ({"start": "0001-01-01T00:00:00+23:59"}, "start is out of range"),
             ({"end": "9999-12-31T23:59:59-23:59"}, "end is out of range"),
             ({"end": "0001-01-01T00:00:00Z"}, "end must be between 1677-09-22"),
-            ({"start": "1600-01-01T00:00:00Z", "every": "1d"}, "start must be between"),
-            ({"start": "2262-04-11T00:00:00Z", "end": "2262-05-01T00:00:00Z"}, "must be between"),
+            ({"start": "1600-01-01T00:00:00Z", "end": "1600-01-02T00:00:00Z"}, "must be between"),
+            ({"start": "1677-09-21T00:00:00Z", "end": "1677-09-22T01:00:00Z"}, "start must be"),
+            ({"start": "2262-04-12T00:00:00Z", "end": "2262-04-13T00:00:00Z"}, "must be between"),
             ({"every": "9999999d"}, "every must be at most"),
         ]
         for params, message in bad_requests:
