@@ -10,6 +10,7 @@ import queue
 import socket
 import ssl
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from contracts.mqtt import PROTOCOLS, MqttSettings, make_client
 from devstack.secure_broker import REPO_ROOT, SecureMosquittoServer
 from gateway.settings import DEFAULT_CLIENT_ID
 
@@ -235,21 +237,48 @@ def test_stop_start_keeps_credentials(tmp_path: Path) -> None:
         assert connack_of(broker, "gateway") == "Success"
 
 
+@contextmanager
+def gateway_session(broker: SecureMosquittoServer, protocol: str) -> Iterator[queue.Queue[bytes]]:
+    """The gateway's own kind of session (contracts.mqtt, persistent) on the readings topics."""
+    settings = MqttSettings.from_url(
+        broker.url_for("gateway"),
+        ca_cert=str(broker.ca_path),
+        client_id=DEFAULT_CLIENT_ID,
+        protocol=protocol,
+    )
+    client = make_client(settings, persistent_session=True)
+    received: queue.Queue[bytes] = queue.Queue()
+    subscribed = threading.Event()
+    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(f"{READINGS_TOPIC}/#", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, msg: received.put(msg.payload)
+    client.loop_start()
+    try:
+        assert subscribed.wait(WAIT_S), "the gateway session did not subscribe"
+        yield received
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 @pytest.mark.parametrize("client_id", [DEFAULT_CLIENT_ID, "gateway"])
-def test_no_other_user_can_discard_the_gateways_queue(tmp_path: Path, client_id: str) -> None:
+def test_no_other_user_can_discard_the_gateways_queue(
+    tmp_path: Path, client_id: str, protocol: str
+) -> None:
     # The gateway is stopped and the broker holds 100 readings for it, which the edge has
     # already deleted. Someone with the edge's password connects with the gateway's client id
     # (the one it sends, or the user name the broker binds it to) asking for a clean session.
     with SecureMosquittoServer(tmp_path) as broker:
-        with session(broker, "gateway", client_id=DEFAULT_CLIENT_ID) as gateway:
-            assert gateway.connack.get(timeout=WAIT_S) == "Success"
-            gateway.subscribe(f"{READINGS_TOPIC}/#")
+        with gateway_session(broker, protocol):
+            pass
         with session(broker, "edge") as edge:
             assert edge.connack.get(timeout=WAIT_S) == "Success"
             for n in range(100):
-                assert not edge.publish(f"{READINGS_TOPIC}/meter1", str(n).encode()).is_failure
-        with session(broker, "edge", client_id=client_id, clean=True) as thief:
-            assert thief.connack.get(timeout=WAIT_S) == "Success"
-        with session(broker, "gateway", client_id=DEFAULT_CLIENT_ID) as gateway:
-            received = [gateway.messages.get(timeout=WAIT_S)[1] for _ in range(100)]
-    assert received == [str(n).encode() for n in range(100)]
+                assert not edge.publish(METER1_TOPIC, str(n).encode()).is_failure
+        thief_protocol = PROTOCOLS[protocol]
+        with session(broker, "edge", protocol=thief_protocol, client_id=client_id, clean=True) as s:
+            assert s.connack.get(timeout=WAIT_S) == "Success"
+        with gateway_session(broker, protocol) as received:
+            payloads = [received.get(timeout=WAIT_S) for _ in range(100)]
+    assert payloads == [str(n).encode() for n in range(100)]
