@@ -141,9 +141,13 @@ def parse_ts(text: str) -> datetime:
         )
     iso = text.upper().replace("Z", "+00:00")
     try:
-        return datetime.fromisoformat(iso).astimezone(UTC)
+        local = datetime.fromisoformat(iso)
     except ValueError:
         raise InvalidReading(f"ts {text!r} is not a valid date and time") from None
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+23:59 is before year 1 in UTC
+        raise InvalidReading(f"ts {text!r} is out of range in UTC (years 1 to 9999)") from None
 
 
 def _encode(obj: object) -> bytes:
@@ -192,6 +196,11 @@ class Rejected:
 class ParsedPayload:
     readings: list[Reading] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+
+
+def source_topic(base_topic: str, source: str) -> str:
+    """`<base_topic>/<source>`, where a publisher sends one source's readings."""
+    return f"{base_topic.rstrip('/')}/{source}"
 
 
 def source_from_topic(topic: str | None, base_topic: str = DEFAULT_TOPIC) -> str | None:

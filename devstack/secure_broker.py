@@ -4,7 +4,7 @@
 access, password file, ACL, persistence) with its container paths pointed at a work folder and
 its port 8883 replaced by a free loopback port. Certificates come from scripts/make-certs (SAN
 IP:127.0.0.1 and DNS:localhost) and the password file from scripts/make-mqtt-passwords, with a
-random password for each user of the ACL, `edge` and `gateway`. So a test talks to exactly what
+random password for each user of the ACL (`edge` and `gateway`). So a test talks to exactly what
 an operator deploys. The interface other tests rely on:
 
     server.port                  the TLS port on 127.0.0.1
@@ -12,8 +12,10 @@ an operator deploys. The interface other tests rely on:
     server.credentials           {"edge": password, "gateway": password}
     server.url_for(user)         "mqtts://user:password@127.0.0.1:port"
     server.env_for(user)         {"MQTT_BROKER_URL": url_for(user), "MQTT_TLS_CA_CERT": ca_path}
+    server.discard_sessions()    forget what the broker keeps for each user (between tests)
 
 Certificates and passwords are made once per work folder, so a stop/start keeps them.
+The broker makes each user name the client id (use_username_as_clientid): one session a user.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import threading
 from pathlib import Path
 
+from contracts.mqtt import MqttSettings, make_client
 from devstack.servers import MosquittoServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +34,6 @@ DEPLOY_DIR = REPO_ROOT / "deploy" / "mosquitto"
 CONTAINER_CONFIG_DIR = "/mosquitto/config/"
 CONTAINER_DATA_DIR = "/mosquitto/data/"
 CONTAINER_LISTENER = "listener 8883"
-USERS = ("edge", "gateway")
 
 
 class SecureMosquittoServer(MosquittoServer):
@@ -66,6 +69,17 @@ class SecureMosquittoServer(MosquittoServer):
         super().start(timeout)
         return self
 
+    def discard_sessions(self, timeout: float = 10.0) -> None:
+        """Connect once as each user with a clean session: the broker drops what it kept.
+
+        A user's session is shared by all its connections, so tests sharing a broker would
+        otherwise resume each other's subscriptions and queued messages.
+        """
+        for user in self.credentials:
+            settings = MqttSettings.from_url(self.url_for(user), ca_cert=str(self.ca_path))
+            if not _connect_cleanly(settings, timeout):
+                raise RuntimeError(f"{self.name}: {user} could not connect")
+
     def config_text(self) -> str:
         return render_config(
             (DEPLOY_DIR / "mosquitto.conf").read_text(),
@@ -82,11 +96,17 @@ class SecureMosquittoServer(MosquittoServer):
         if not self.ca_path.exists():
             _run_script("make-certs", str(self.ca_path.parent), "IP:127.0.0.1", "DNS:localhost")
         if not self.credentials:
-            self.credentials = {user: secrets.token_hex(16) for user in USERS}
+            self.credentials = {user: secrets.token_hex(16) for user in acl_users()}
             passwords = {
                 f"MQTT_{user.upper()}_PASSWORD": pw for user, pw in self.credentials.items()
             }
             _run_script("make-mqtt-passwords", str(self.config_dir / "passwords"), env=passwords)
+
+
+def acl_users() -> list[str]:
+    """The users deploy/mosquitto/aclfile names (as scripts/make-mqtt-passwords reads them)."""
+    lines = (DEPLOY_DIR / "aclfile").read_text().splitlines()
+    return [line.split()[1] for line in lines if line.split()[:1] == ["user"]]
 
 
 def render_config(text: str, config_dir: Path, data_dir: Path, port: int) -> str:
@@ -107,6 +127,19 @@ def render_config(text: str, config_dir: Path, data_dir: Path, port: int) -> str
         # the local equivalent.
         text += "\nuser root\n"
     return text
+
+
+def _connect_cleanly(settings: MqttSettings, timeout: float) -> bool:
+    """Connect with a clean session and disconnect; False if the broker did not accept us."""
+    client = make_client(settings)
+    connected = threading.Event()
+    client.on_connect = lambda _c, _u, _f, rc, _p: rc.is_failure or connected.set()
+    client.loop_start()
+    try:
+        return connected.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def _run_script(name: str, *args: str, env: dict[str, str] | None = None) -> None:

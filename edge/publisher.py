@@ -4,8 +4,10 @@ One thread owns its own Outbox connection and does all the work; paho's network 
 puts what happened (connected, disconnected, PUBACK for mid n) on a queue. While connected,
 the oldest readings go out first, one JSON object when one reading is waiting, JSON arrays of
 up to `batch_size` when a backlog is (design.md section 1), with at most `window` messages
-awaiting their PUBACK. After a reconnect everything not yet acknowledged is sent again from
-the outbox (at least once; InfluxDB's (source, ts) points make the repeat a no-op).
+awaiting their PUBACK. A message holds one source's readings and goes to
+`<MQTT_TOPIC>/<source>`, the one topic deploy/mosquitto lets that edge write. After a
+reconnect everything not yet acknowledged is sent again from the outbox (at least once;
+InfluxDB's (source, ts) points make the repeat a no-op).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from contracts.message import MAX_PAYLOAD_BYTES, Reading, to_payload
+from contracts.message import MAX_PAYLOAD_BYTES, Reading, source_topic, to_payload
 from contracts.mqtt import MqttSettings, make_client
 from edge.outbox import Outbox
 
@@ -126,11 +129,20 @@ class Publisher:
             readings = outbox.oldest(self.settings.batch_size, after_seq=self._sent_upto)
             if not readings:
                 return
-            info = self.client.publish(self.mqtt_settings.topic, _payload(readings), qos=1)
+            # One source a message, on its own topic: the broker lets an edge write only there.
+            readings = _first_source(readings)
+            topic = source_topic(self.mqtt_settings.topic, readings[0].source)
+            info = self.client.publish(topic, _payload(readings), qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 return  # disconnected meanwhile: the connect event restarts the replay
             self._in_flight[info.mid] = [r.seq for r in readings if r.seq is not None]
             self._sent_upto = readings[-1].seq or self._sent_upto
+
+
+def _first_source(readings: list[Reading]) -> list[Reading]:
+    """The oldest readings up to the first of another source (SOURCE_DEFAULT was changed)."""
+    source = readings[0].source
+    return list(takewhile(lambda r: r.source == source, readings))
 
 
 def _payload(readings: list[Reading]) -> bytes:

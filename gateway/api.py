@@ -20,10 +20,12 @@ from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from contracts.message import SOURCE_PATTERN, format_ts
 from gateway.ingest import Gateway
-from gateway.queries import ReadingQueries
+from gateway.queries import EARLIEST_QUERY_TIME, LATEST_QUERY_TIME, ReadingQueries
 
 EVERY_PATTERN = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Ten years: a wider bucket tells nothing more (InfluxDB refuses any past 292 years).
+MAX_EVERY_S = 3650 * UNIT_SECONDS["d"]
 MAX_POINTS_PER_SOURCE = 10_000
 DEFAULT_RANGE = timedelta(days=1)
 INFLUX_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.RequestException)
@@ -83,8 +85,8 @@ def create_app(gateway: Gateway, queries: ReadingQueries, token: str | None) -> 
             str, Query(description="Interval: a number and s, m, h or d, e.g. 5m")
         ] = "1m",
     ) -> dict:
-        end = _aware("end", end) if end else datetime.now(UTC)
-        start = _aware("start", start) if start else end - DEFAULT_RANGE
+        end = _query_time("end", end) if end else datetime.now(UTC)
+        start = _query_time("start", start or end - DEFAULT_RANGE)
         every_s = _every_seconds(every)
         if start >= end:
             raise HTTPException(422, "start must be before end")
@@ -122,10 +124,21 @@ def health(gateway: Gateway, queries: ReadingQueries) -> dict:
     }
 
 
-def _aware(name: str, value: datetime) -> datetime:
+def _query_time(name: str, value: datetime) -> datetime:
+    """`value` in UTC, or a 422 saying why InfluxDB could not be asked about it."""
     if value.utcoffset() is None:
         raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2025-12-17T00:00:00Z")
-    return value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+23:59 is before year 1 in UTC
+        raise HTTPException(422, f"{name} is out of range in UTC (years 1 to 9999)") from None
+    if not EARLIEST_QUERY_TIME <= utc <= LATEST_QUERY_TIME:
+        raise HTTPException(
+            422,
+            f"{name} must be between {format_ts(EARLIEST_QUERY_TIME)} and "
+            f"{format_ts(LATEST_QUERY_TIME)} (InfluxDB's time range), got {format_ts(utc)}",
+        )
+    return utc
 
 
 def _every_seconds(every: str) -> int:
@@ -134,7 +147,12 @@ def _every_seconds(every: str) -> int:
         raise HTTPException(
             422, f"every must be a number and s, m, h or d (e.g. 5m), got {every!r}"
         )
-    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_EVERY_S:
+        raise HTTPException(
+            422, f"every must be at most {MAX_EVERY_S // UNIT_SECONDS['d']}d, got {every!r}"
+        )
+    return seconds
 
 
 def _query(run: Callable[[], list[dict]]) -> list[dict]:

@@ -1,21 +1,30 @@
 """Dead letters: what the gateway could not store, one JSON object a line, in a rotating file.
 
 A line holds the time, the topic, the reason and the payload as it arrived (cut to
-PAYLOAD_KEEP_BYTES, with its full size), so a person can see what went wrong and replay it.
+PAYLOAD_KEEP_BYTES, with its full size and SHA-256), so a person can see what went wrong and
+replay it. For an array, the first REJECTED_KEEP refused elements with their reasons and the
+count of all of them. So a line is bounded whatever arrives: at most PAYLOAD_KEEP_BYTES of
+payload (up to 6x that once JSON escapes control bytes), and a few kilobytes besides.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts.message import format_ts
+from contracts.message import Rejected, format_ts
 
 # A 1 MB garbage payload should not push a day of real dead letters out of the rotation.
 PAYLOAD_KEEP_BYTES = 64 * 1024
+# An array of 130,000 bad elements would otherwise be 130,000 reasons (11 MB for 256 KiB of
+# zeros): the first few show what is wrong, the count says how much.
+REJECTED_KEEP = 20
+REASON_KEEP_CHARS = 1000
 
 
 class DeadLetters:
@@ -29,13 +38,23 @@ class DeadLetters:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("ab")
 
-    def add(self, topic: str, payload: bytes, reason: str, **details: object) -> None:
-        record = {
+    def add(
+        self, topic: str, payload: bytes, reason: str, rejected: Sequence[Rejected] = ()
+    ) -> None:
+        """One line for one message; `rejected` are the refused elements of an array."""
+        record: dict[str, object] = {
             "time": format_ts(datetime.now(UTC)),
             "topic": topic,
-            "reason": reason,
-            **details,
+            "reason": _cut(reason),
+        }
+        if rejected:
+            record["rejected_count"] = len(rejected)
+            record["rejected"] = [
+                {"index": r.index, "reason": _cut(r.reason)} for r in rejected[:REJECTED_KEEP]
+            ]
+        record |= {
             "payload_bytes": len(payload),
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
             "payload": payload[:PAYLOAD_KEEP_BYTES].decode("utf-8", errors="backslashreplace"),
         }
         line = json.dumps(record, ensure_ascii=False, default=repr).encode() + b"\n"
@@ -67,3 +86,7 @@ class DeadLetters:
                 older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
         self._file = self.path.open("ab")
+
+
+def _cut(reason: str) -> str:
+    return reason if len(reason) <= REASON_KEEP_CHARS else reason[: REASON_KEEP_CHARS - 3] + "..."

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
-from contracts.message import ParsedPayload, Reading, parse_payload, to_payload
+from contracts.message import ParsedPayload, Reading, Rejected, parse_payload, to_payload
 from contracts.mqtt import MqttSettings, make_client
 from gateway.buffer import Delivery, DeliveryBuffer
 from gateway.deadletters import DeadLetters
@@ -164,16 +165,18 @@ class Gateway:
     def _reject(self, topic: str, payload: bytes, parsed: ParsedPayload) -> None:
         first = parsed.rejected[0].reason
         total = len(parsed.rejected) + len(parsed.readings)
-        details = {}
+        elements: list[Rejected] = []
         if parsed.rejected[0].index is not None:  # elements of an array
-            details["rejected"] = [{"index": r.index, "reason": r.reason} for r in parsed.rejected]
+            elements = parsed.rejected
             if len(parsed.rejected) > 1:
                 first = f"{len(parsed.rejected)} of {total} elements refused; {first}"
         self.metrics.readings_rejected.inc(len(parsed.rejected))
-        self._dead_letter(topic, payload, first, **details)
+        self._dead_letter(topic, payload, first, elements)
 
-    def _dead_letter(self, topic: str, payload: bytes, reason: str, **details: object) -> None:
-        self.deadletters.add(topic, payload, reason, **details)
+    def _dead_letter(
+        self, topic: str, payload: bytes, reason: str, rejected: Sequence[Rejected] = ()
+    ) -> None:
+        self.deadletters.add(topic, payload, reason, rejected)
         self.metrics.deadletters.inc()
 
     # --- the flusher thread ---------------------------------------------------------------

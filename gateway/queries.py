@@ -3,7 +3,7 @@ the source goes in as a bound parameter, times and the interval as integers we f
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from influxdb import InfluxDBClient
 
@@ -11,6 +11,10 @@ from contracts.message import format_ts
 from gateway.influx_writer import EPOCH, ONE_MS
 
 ONE_NS_PER_MS = 1_000_000
+# InfluxDB keeps time as int64 nanoseconds since 1970 (1677-09-21T00:12:43Z to
+# 2262-04-11T23:47:16Z); a query outside it is a 400. Whole days inside that range:
+EARLIEST_QUERY_TIME = datetime(1677, 9, 22, tzinfo=UTC)
+LATEST_QUERY_TIME = datetime(2262, 4, 11, tzinfo=UTC)
 
 
 def quote_ident(name: str) -> str:

@@ -63,7 +63,8 @@ def bench_drain(folder: Path, backlog: int) -> tuple[float, int]:
                 broker.url_for("gateway"), ca_cert=str(broker.ca_path), client_id="bench-sub"
             )
         )
-        sub.on_connect = lambda c, *_: c.subscribe("home/power", qos=1)
+        # The edge writes <topic>/<source>.
+        sub.on_connect = lambda c, *_: c.subscribe("home/power/#", qos=1)
         sub.on_message = lambda c, u, msg: received.put(msg.payload.count(b'"ts"'))
         sub.loop_start()
         time.sleep(1.0)

@@ -43,14 +43,23 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoSer
 
 
 @pytest.fixture(scope="session")
-def mosquitto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureMosquittoServer]:
+def _mosquitto_tls_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SecureMosquittoServer]:
+    with SecureMosquittoServer(tmp_path_factory.mktemp("mosquitto-tls")) as server:
+        yield server
+
+
+@pytest.fixture
+def mosquitto_tls(_mosquitto_tls_server: SecureMosquittoServer) -> SecureMosquittoServer:
     """The repository's deploy/mosquitto broker: TLS only, users `edge` and `gateway`, ACL.
 
     Use `url_for(user)` / `env_for(user)` for MQTT_BROKER_URL and `ca_path` for MQTT_TLS_CA_CERT;
-    see devstack/secure_broker.py.
+    see devstack/secure_broker.py. Shared by the session, but each test starts with no session
+    kept for either user (the broker binds client ids to user names, one session a user).
     """
-    with SecureMosquittoServer(tmp_path_factory.mktemp("mosquitto-tls")) as server:
-        yield server
+    _mosquitto_tls_server.discard_sessions()
+    return _mosquitto_tls_server
 
 
 @pytest.fixture

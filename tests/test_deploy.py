@@ -165,6 +165,21 @@ def test_make_mqtt_passwords_without_a_password_or_terminal_keeps_the_old_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["passwords"]
 
 
+def test_make_mqtt_passwords_makes_one_for_every_user_of_the_acl(tmp_path: Path) -> None:
+    acl = tmp_path / "aclfile"
+    acl.write_text("user edge\ntopic write a/1\n\nuser edge2\ntopic write a/2\nuser gateway\n")
+    secrets = {f"MQTT_{u}_PASSWORD": f"pw-{u}" for u in ("EDGE", "EDGE2", "GATEWAY")}
+    result = run_script("make-mqtt-passwords", str(tmp_path / "passwords"), str(acl), env=secrets)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "passwords").read_text()
+    assert [line.split(":", 1)[0] for line in text.splitlines()] == ["edge", "edge2", "gateway"]
+
+    acl.write_text("user edge-2\ntopic write a/2\n")
+    result = run_script("make-mqtt-passwords", str(tmp_path / "other"), str(acl), env=secrets)
+    assert result.returncode == 1
+    assert "user 'edge-2'" in result.stderr and not (tmp_path / "other").exists()
+
+
 # --- deploy/mosquitto -----------------------------------------------------------------------------
 
 
@@ -176,6 +191,7 @@ def test_broker_has_one_listener_and_it_is_tls() -> None:
     assert re.findall(r"^listener .*$", conf, re.M) == ["listener 8883"]
     assert settings["allow_anonymous"] == "false"
     assert settings["persistence"] == "true"
+    assert settings["use_username_as_clientid"] == "true"  # no user can take another's session
     for key in ("cafile", "certfile", "keyfile", "password_file", "acl_file"):
         assert settings[key].startswith("/mosquitto/config/"), key
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -25,6 +26,7 @@ import pytest
 from test_edge_publisher import (
     REPO,
     edge_env,
+    kill_left_over,
     private_broker,  # noqa: F401  (fixture)
     start_edge,
     start_simulator,
@@ -32,7 +34,9 @@ from test_edge_publisher import (
     wait_for,
 )
 
+from contracts.mqtt import MqttSettings, make_client
 from devstack.servers import free_port
+from edge.outbox import Outbox
 
 pytestmark = pytest.mark.timeout(300)
 ZONE = "Asia/Tokyo"
@@ -48,6 +52,10 @@ def influx_points(url: str) -> list[dict[str, object]]:
         return []
     series = result["series"][0]
     return [dict(zip(series["columns"], row, strict=True)) for row in series["values"]]
+
+
+def point_times(url: str) -> set[int]:
+    return {p["time"] for p in influx_points(url)}  # type: ignore[misc]
 
 
 def start_gateway(broker, tmp_path: Path) -> subprocess.Popen:
@@ -66,6 +74,72 @@ def start_gateway(broker, tmp_path: Path) -> subprocess.Popen:
         stdout=(tmp_path / "gateway.log").open("ab"),
         stderr=subprocess.STDOUT,
     )
+
+
+def attempt_takeover(broker, user: str, client_id: str) -> None:
+    """Connect as `user` with `client_id` and a clean session, then leave."""
+    settings = MqttSettings.from_url(
+        broker.url_for(user), ca_cert=str(broker.ca_path), client_id=client_id
+    )
+    client = make_client(settings)
+    connected = threading.Event()
+    client.on_connect = lambda _c, _u, _f, rc, _p: rc.is_failure or connected.set()
+    client.loop_start()
+    try:
+        assert connected.wait(10), "the broker refused the takeover connection itself"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_nothing_the_edge_deleted_is_lost_after_a_client_id_takeover(
+    influx,
+    private_broker,  # noqa: F811
+    tmp_path,
+) -> None:
+    # The gateway is down; the broker holds what the edge handed over (and deleted). The
+    # edge's password, used with the gateway's client id and a clean session, must not make
+    # the broker throw that queue away.
+    outbox, log = tmp_path / "outbox.db", tmp_path / "edge.log"
+    gateway_log = tmp_path / "gateway.log"
+    simulator, pty = start_simulator(tmp_path)
+    gateway = start_gateway(private_broker, tmp_path)
+    edge = None
+    try:
+        wait_for(lambda: "subscribing" in gateway_log.read_text(), 30, "the gateway to subscribe")
+        edge = start_edge(edge_env(private_broker, pty, outbox), log)
+        wait_for(lambda: len(influx_points(influx.url)) >= 5, 60, f"points in InfluxDB ({log})")
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(30) == 0
+        _, before = stored(outbox)
+        wait_for(
+            lambda: stored(outbox)[1] >= before + 20 and stored(outbox)[0] == 0,
+            30,
+            "readings delivered to the broker (and deleted) while the gateway is down",
+        )
+        for client_id in ("gateway-e2e", "gateway"):  # its MQTT_CLIENT_ID, its user name
+            attempt_takeover(private_broker, "edge", client_id)
+        gateway = start_gateway(private_broker, tmp_path)
+        wait_for(lambda: stored(outbox)[1] >= before + 30, 30, "readings after the attempt")
+        edge.send_signal(signal.SIGTERM)
+        assert edge.wait(15) == 0
+        # Readings 1..last, each its own ts; those still in the outbox were not deleted.
+        last = stored(outbox)[1]
+        with Outbox(outbox) as box:
+            kept = {round(r.ts.timestamp() * 1000) for r in box.oldest(last)}
+        deleted = last - len(kept)
+        wait_for(
+            lambda: len(point_times(influx.url) - kept) >= deleted,
+            60,
+            f"the {deleted} deleted readings in InfluxDB (see {gateway_log})",
+        )
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+    finally:
+        kill_left_over(edge, gateway, simulator)
+    # Every point is one of the edge's readings (1..last), so all `deleted` of them are there.
+    assert len(point_times(influx.url) - kept) == deleted
+    assert len(point_times(influx.url)) <= last
 
 
 @pytest.mark.skipif(
@@ -102,10 +176,7 @@ def test_meter_to_duckdb_exactly_once_through_an_outage(influx, private_broker, 
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
     finally:
-        for proc in (edge, gateway, simulator):
-            if proc and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        kill_left_over(edge, gateway, simulator)
 
     points = influx_points(influx.url)
     assert len(points) == last  # every reading once: seq 1..last, one point each

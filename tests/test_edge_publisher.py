@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -113,6 +114,45 @@ def test_publisher_delivers_and_empties_the_outbox(mosquitto_tls, tmp_path) -> N
     assert sub.readings[-1].energy_import_kwh == 5.0
 
 
+def test_each_message_carries_one_source_on_its_topic(mosquitto, tmp_path) -> None:
+    # An outbox that holds two sources (SOURCE_DEFAULT changed): each run of one source goes
+    # to `<topic>/<source>`, the one topic the broker lets that source's edge write.
+    topic = f"t{uuid.uuid4().hex[:8]}/power"
+    received: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    listener = make_client(MqttSettings.from_url(mosquitto.url, client_id=f"l-{topic}"))
+    listener.on_connect = lambda c, *_: c.subscribe(f"{topic}/#", qos=1)
+    listener.on_message = lambda c, u, msg: received.put((msg.topic, msg.payload))
+    listener.loop_start()
+    path = tmp_path / "outbox.db"
+    sources = ["meter1"] * 3 + ["meter2"] * 2 + ["meter1"]
+    try:
+        wait_for(listener.is_connected, 15, "the listener to connect")
+        time.sleep(0.2)  # SUBACK
+        with Outbox(path) as outbox:
+            outbox.add_many(
+                Reading(ts=T0 + timedelta(seconds=i), source=s, instant_power_w=float(i))
+                for i, s in enumerate(sources)
+            )
+            settings = MqttSettings.from_url(mosquitto.url, topic=topic, client_id=f"e-{topic}")
+            publisher = Publisher(path, settings).start()
+            try:
+                wait_for(lambda: outbox.pending() == 0, 30, "the outbox to drain")
+            finally:
+                publisher.stop()
+        messages = [received.get(timeout=5) for _ in range(3)]
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+    shape = [
+        (t, [r.source for r in parse_payload(p, t, base_topic=topic).readings]) for t, p in messages
+    ]
+    assert shape == [
+        (f"{topic}/meter1", ["meter1"] * 3),
+        (f"{topic}/meter2", ["meter2"] * 2),
+        (f"{topic}/meter1", ["meter1"]),
+    ]
+
+
 def test_nothing_is_deleted_without_a_puback(tmp_path) -> None:
     """A broker that is not there acknowledges nothing: the outbox keeps every reading."""
     path = tmp_path / "outbox.db"
@@ -168,6 +208,14 @@ def start_edge(env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
+def kill_left_over(*procs: subprocess.Popen | None) -> None:
+    """kill -9 what a failed test left running."""
+    for proc in procs:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def stored(outbox: Path) -> tuple[int, int]:
     """(readings pending, highest seq ever given) of an outbox another process writes."""
     with Outbox(outbox) as box:
@@ -211,10 +259,7 @@ def test_broker_outage_and_kill9_lose_nothing(private_broker, tmp_path) -> None:
             wait_for(lambda: max(sub.seqs()) == last, 30, "the last reading at the subscriber")
             readings = sub.collect()
     finally:
-        for proc in (edge, simulator):
-            if proc and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        kill_left_over(edge, simulator)
     # Every reading that was ever stored arrived; repeats (a batch in flight at the kill) are
     # the same (source, ts) point, which InfluxDB stores once.
     assert sub.seqs() == set(range(1, last + 1))

@@ -7,6 +7,7 @@ reading shows up in the comparison with what was published.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -209,10 +210,18 @@ def test_api_answers_for_known_data(
             ({"start": "2025-12-17T00:00:00"}, "needs a UTC offset"),
             ({"start": end, "end": start}, "start must be before end"),
             ({"start": "2020-01-01T00:00:00Z", "every": "1s"}, "more than 10000 points"),
+            # Past the calendar once in UTC, outside InfluxDB's time range, a huge interval.
+            ({"start": "0001-01-01T00:00:00+23:59"}, "start is out of range"),
+            ({"end": "9999-12-31T23:59:59-23:59"}, "end is out of range"),
+            ({"end": "0001-01-01T00:00:00Z"}, "end must be between 1677-09-22"),
+            ({"start": "1600-01-01T00:00:00Z", "end": "1600-01-02T00:00:00Z"}, "must be between"),
+            ({"start": "1677-09-21T00:00:00Z", "end": "1677-09-22T01:00:00Z"}, "start must be"),
+            ({"start": "2262-04-12T00:00:00Z", "end": "2262-04-13T00:00:00Z"}, "must be between"),
+            ({"every": "9999999d"}, "every must be at most"),
         ]
         for params, message in bad_requests:
             response = api.get("/api/readings", params=params)
-            assert response.status_code == 422, params
+            assert response.status_code == 422, (params, response.text)
             assert message in response.text, (params, response.text)
         assert api.get("/api/latest", params={"source": '" OR 1=1'}).status_code == 422
 
@@ -282,6 +291,40 @@ def test_bad_messages_end_in_deadletters_and_the_gateway_keeps_serving(
         assert metric(gateway, "gateway_readings_rejected_total") == len(corpus) + 2
         assert httpx.get(f"{gateway.url}/healthz").status_code == 200
         assert gateway.running()
+
+
+@pytest.mark.timeout(120)
+def test_hostile_arrays_do_not_rotate_real_dead_letters_away(
+    influx: InfluxServer, gateway_env: dict, publisher: Publisher, tmp_path: Path
+) -> None:
+    # Just under the payload limit: 131,000 elements, each refused for its own reason.
+    zeros = b"[" + b",".join([b"0"] * 131_000) + b"]"
+    real = json.dumps(reading(0).to_json_obj() | {"instant_power_w": "oops"}).encode()
+    with GatewayServer(tmp_path / "gw", {**gateway_env, **influx.env()}) as gateway:
+        publisher.publish(real)
+        for _ in range(6):  # one more than the default number of old files kept
+            publisher.publish(zeros)
+        publisher.publish(to_payload(reading(1)))
+        assert_exactly(influx.url, [reading(1)], timeout=60)
+        wait_for(lambda: metric(gateway, "gateway_deadletters_total") == 7, 30, "dead letters")
+        files = sorted(gateway.deadletter_path.parent.glob(gateway.deadletter_path.name + "*"))
+        lines = [line for f in files for line in f.read_text().splitlines()]
+    records = [json.loads(line) for line in lines]
+    assert [r["payload"] for r in records].count(real.decode()) == 1  # still there
+    hostile = [r for r in records if r["payload_bytes"] == len(zeros)]
+    assert len(hostile) == 6
+    for record, line in zip(records, lines, strict=True):
+        if record in hostile:
+            # The payload once (cut to 64 KiB, with its size and hash), a few reasons, a count.
+            assert len(line) < 70_000
+            assert record["payload_sha256"] == hashlib.sha256(zeros).hexdigest()
+            assert record["rejected_count"] == 131_000
+            assert record["rejected"][0] == {
+                "index": 0,
+                "reason": "element 0: a reading must be a JSON object, got int",
+            }
+            assert len(record["rejected"]) == 20
+            assert record["reason"].startswith("131000 of 131000 elements refused; element 0:")
 
 
 def _lines(path: Path, count: int) -> list[str] | None:
@@ -385,7 +428,7 @@ def test_gateway_connects_over_tls_with_its_credentials(
         publisher = Publisher(
             mosquitto_tls.url_for("edge"), "home/power", ca_cert=str(mosquitto_tls.ca_path)
         )
-        publisher.publish(to_payload(reading(0)))
+        publisher.publish(to_payload(reading(0)), subtopic="meter1")  # the edge's one topic
         publisher.close()
         assert_exactly(influx.url, [reading(0)], timeout=15)
         assert mosquitto_tls.credentials["gateway"] not in gateway.tail(100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from contracts.message import Reading
+from contracts.message import Reading, Rejected
 from gateway.buffer import Delivery, DeliveryBuffer
-from gateway.deadletters import PAYLOAD_KEEP_BYTES, DeadLetters
+from gateway.deadletters import PAYLOAD_KEEP_BYTES, REJECTED_KEEP, DeadLetters
 from gateway.influx_writer import escape_measurement, to_line
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
@@ -32,7 +33,7 @@ def test_deadletters_rotate_and_keep_every_line_readable(tmp_path: Path) -> None
     path = tmp_path / "dl" / "deadletters.jsonl"
     letters = DeadLetters(path, max_bytes=2000, backups=2)
     for n in range(30):
-        letters.add("home/power", f"payload {n}".encode(), f"reason {n}", index=n)
+        letters.add("home/power", f"payload {n}".encode(), f"reason {n}")
     letters.add("home/power", b"\xff" + b"x" * (PAYLOAD_KEEP_BYTES + 10), "big")
     letters.sync()
     letters.close()
@@ -45,6 +46,26 @@ def test_deadletters_rotate_and_keep_every_line_readable(tmp_path: Path) -> None
     assert big["payload_bytes"] == PAYLOAD_KEEP_BYTES + 11
     assert big["payload"].startswith("\\xffxxx") and len(big["payload"]) == PAYLOAD_KEEP_BYTES + 3
     assert records[0]["topic"] == "home/power" and records[0]["time"].endswith("Z")
+
+
+def test_a_dead_letter_line_is_bounded_whatever_arrives(tmp_path: Path) -> None:
+    path = tmp_path / "deadletters.jsonl"
+    letters = DeadLetters(path, max_bytes=10 * 1024 * 1024, backups=1)
+    control_bytes = bytes(range(32)) * 8192  # 256 KiB that JSON escapes to 6 bytes a byte
+    refused = [Rejected(f"element {i}: " + "why " * 1000, i, 0) for i in range(5000)]
+    letters.add("home/power", control_bytes, "x" * 100_000, refused)
+    letters.close()
+    (line,) = path.read_bytes().splitlines()
+    assert len(line) < 6 * PAYLOAD_KEEP_BYTES + (REJECTED_KEEP + 1) * 1100
+    record = json.loads(line)
+    assert record["payload"].encode() == control_bytes[:PAYLOAD_KEEP_BYTES]
+    assert record["payload_bytes"] == len(control_bytes)
+    assert record["payload_sha256"] == hashlib.sha256(control_bytes).hexdigest()
+    assert record["rejected_count"] == 5000
+    assert [r["index"] for r in record["rejected"]] == list(range(REJECTED_KEEP))
+    assert record["rejected"][0]["reason"].startswith("element 0: why why")
+    assert all(len(r["reason"]) <= 1000 for r in record["rejected"])
+    assert len(record["reason"]) == 1000 and record["reason"].endswith("...")
 
 
 def test_buffer_waits_when_full_and_gives_up_on_stop() -> None:

@@ -131,6 +131,17 @@ def test_mixed_array_keeps_good_elements_and_names_the_bad_one() -> None:
     assert rejected.reason.startswith("element 1: instant_power_w")
 
 
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59.999-00:01"])
+def test_ts_pushed_past_the_calendar_by_its_offset_rejects_only_its_element(ts: str) -> None:
+    with pytest.raises(InvalidReading, match="out of range"):
+        parse_ts(ts)
+    payload = json.dumps([GOOD, GOOD | {"ts": ts}, GOOD | {"ts": "2025-12-17T03:04:06Z"}])
+    parsed = parse_payload(payload, now=NOW)
+    assert [r.ts.second for r in parsed.readings] == [5, 6]
+    (rejected,) = parsed.rejected
+    assert rejected.index == 1 and "out of range" in rejected.reason
+
+
 def test_to_payloads_splits_a_replay_under_the_size_limit() -> None:
     readings = [reading(ts=NOW - timedelta(seconds=i), seq=i) for i in range(500)]
     payloads = list(to_payloads(readings, max_bytes=4096))
