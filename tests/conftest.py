@@ -73,6 +73,9 @@ class PipelineEnv:
 
     def __init__(self, influx: InfluxServer, root: Path) -> None:
         self.influx = influx
+        # Luigi's process lock (same command already running -> exit 4) kept per test, so
+        # tests running the same command elsewhere on the machine don't refuse each other.
+        self.lock_dir = root / "luigi-locks"
         self.parquet = root / "parquet"
         self.duckdb = root / "duckdb" / "home_energy.duckdb"
         self.env = {
@@ -106,7 +109,8 @@ class PipelineEnv:
         """The real `luigi --module pipeline ...` command, or `python -m ...` for args '-m', ..."""
         if args[0] == "-m":
             return [sys.executable, *args]
-        return [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", *args]
+        luigi = str(Path(sys.executable).with_name("luigi"))
+        return [luigi, "--module", "pipeline", "--lock-pid-dir", str(self.lock_dir), *args]
 
     def cli(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300):
         """Run a command from the repository and wait for it."""
