@@ -120,7 +120,9 @@ class EdgeLoop:
 
 def run(config: EdgeConfig) -> None:
     credentials = Credentials.from_env()
-    mqtt_settings = MqttSettings.from_env(default_client_id=f"edge-{socket.gethostname()}")
+    mqtt_settings = MqttSettings.from_env(
+        default_client_id=f"edge-{socket.gethostname()}", default_protocol="5"
+    )
     outbox = Outbox(config.outbox_path, config.outbox_max_readings)
     publisher = Publisher(config.outbox_path, mqtt_settings).start()
     log.info(

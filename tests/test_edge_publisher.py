@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import queue
 import signal
@@ -18,9 +20,9 @@ import pytest
 
 from contracts.message import Reading, parse_payload
 from contracts.mqtt import MqttSettings, make_client
-from devstack.secure_broker import SecureMosquittoServer
+from devstack.secure_broker import DEPLOY_DIR, SecureMosquittoServer
 from edge.outbox import Outbox
-from edge.publisher import Publisher, PublisherSettings
+from edge.publisher import REFUSAL_KEY, Publisher, PublisherSettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,9 +86,12 @@ def subscribed(broker: SecureMosquittoServer, client_id: str) -> Iterator[Subscr
         sub.close()
 
 
-def edge_mqtt(broker: SecureMosquittoServer) -> MqttSettings:
+def edge_mqtt(broker: SecureMosquittoServer, protocol: str = "3.1.1") -> MqttSettings:
     return MqttSettings.from_url(
-        broker.url_for("edge"), ca_cert=str(broker.ca_path), client_id="edge-test"
+        broker.url_for("edge"),
+        ca_cert=str(broker.ca_path),
+        client_id="edge-test",
+        protocol=protocol,
     )
 
 
@@ -123,6 +128,60 @@ def test_nothing_is_deleted_without_a_puback(tmp_path) -> None:
         time.sleep(1.0)
         publisher.stop()
         assert outbox.pending() == 1
+
+
+WRONG_ACL = """user edge
+topic write home/somewhere-else
+user gateway
+topic read home/power
+topic read home/power/#
+"""
+
+
+class MisconfiguredBroker(SecureMosquittoServer):
+    """deploy/mosquitto with an operator's mistake: the edge may not write its topic."""
+
+    def _prepare_secrets(self) -> None:
+        super()._prepare_secrets()
+        (self.config_dir / "aclfile").write_text(WRONG_ACL)
+
+    def fix_acl(self) -> None:
+        """The operator corrects the ACL and reloads the broker (SIGHUP), no restart."""
+        (self.config_dir / "aclfile").write_text((DEPLOY_DIR / "aclfile").read_text())
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
+
+def test_a_refused_publish_keeps_its_readings_until_the_acl_is_fixed(tmp_path, caplog) -> None:
+    path = tmp_path / "outbox.db"
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+    settings = PublisherSettings(batch_size=10, idle_wait_s=0.05, refused_retry_s=0.3)
+    with (
+        MisconfiguredBroker(tmp_path / "broker") as broker,
+        Outbox(path) as outbox,
+        subscribed(broker, "sub-refused") as sub,
+    ):
+        outbox.add_many(
+            Reading(ts=T0 + timedelta(seconds=i), source="meter1", instant_power_w=float(i))
+            for i in range(25)
+        )
+        publisher = Publisher(path, edge_mqtt(broker, protocol="5"), settings).start()
+        try:
+            wait_for(lambda: publisher.refused >= 6, 30, "refusals and retries")
+            assert outbox.pending() == 25 and publisher.delivered == 0
+            refusal = json.loads(outbox.state(REFUSAL_KEY) or "{}")
+            assert refusal["reason"] == "Not authorized" and refusal["refused"] >= 6
+            assert not sub.collect()
+            broker.fix_acl()
+            wait_for(lambda: outbox.pending() == 0, 30, "delivery after the ACL fix")
+            wait_for(lambda: len(sub.seqs()) == 25, 15, "every reading at the subscriber")
+        finally:
+            publisher.stop()
+        assert outbox.state(REFUSAL_KEY) is None
+    assert sub.seqs() == set(range(1, 26))
+    refusal_logs = [r for r in caplog.records if "refused a publish" in r.getMessage()]
+    assert len(refusal_logs) == 1  # once per kind, not once per retry
+    assert "Not authorized" in refusal_logs[0].getMessage()
 
 
 # --- the edge process: simulator -> python -m edge -> broker -----------------------------
