@@ -72,6 +72,7 @@ class Publisher:
         self._refusal: dict[str, object] | None = None  # the current refusal, as stored
         self._logged_refusals: set[int] = set()  # reason codes logged since the last delivery
         self._retry_at: float | None = None  # monotonic time to offer the outbox again
+        self._stop_by = 0.0  # monotonic deadline of the flush stop() allows
 
     # paho's thread: report, nothing else -------------------------------------------------
 
@@ -102,9 +103,11 @@ class Publisher:
         self._events.put(("wake", 0, None))
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is waiting (while connected, for at most `timeout`), then disconnect."""
+        self._stop_by = time.monotonic() + timeout
         self._stop.set()
         self.wake()
-        self._thread.join(timeout)
+        self._thread.join(timeout + 1)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -113,12 +116,18 @@ class Publisher:
     def _run(self) -> None:
         with Outbox(self._outbox_path) as outbox:
             self._refusal = json.loads(outbox.state(REFUSAL_KEY) or "null")
-            while not self._stop.is_set():
+            while not self._stop.is_set() or self._flushing(outbox):
                 self._handle_events(outbox)
                 if self._retry_at is not None and time.monotonic() >= self._retry_at:
                     self._retry_at, self._sent_upto = None, 0  # offer everything again
                 if self._connected and self._retry_at is None:
                     self._send(outbox)
+
+    def _flushing(self, outbox: Outbox) -> bool:
+        """After stop(): go on while the broker takes what is waiting and time is left."""
+        deliverable = self._connected and self._retry_at is None
+        waiting = bool(self._in_flight) or outbox.pending() > 0
+        return deliverable and waiting and time.monotonic() < self._stop_by
 
     def _handle_events(self, outbox: Outbox) -> None:
         try:

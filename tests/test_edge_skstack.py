@@ -130,7 +130,7 @@ def test_credentials_from_env_or_files(tmp_path) -> None:
 # --- against the simulator ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["bp35a1", "bp35c0"])
+@pytest.mark.parametrize("family", ["bp35a1", "bp35c0", "rl7023", "rs-wsuha-p"])
 def test_join_and_read(family: str) -> None:
     with simulated(family, unit_kwh=Decimal("0.01"), start_raw=12_345) as (driver, sim):
         driver.connect()
@@ -141,9 +141,10 @@ def test_join_and_read(family: str) -> None:
         assert el.decode_instant_power(values[0xE7]) > 0
         assert el.decode_cumulative(values[0xE0]) >= 12_345
         assert el.decode_unit(values[0xE1]) == Decimal("0.01")
-    # The BP35A1 ships in binary mode: the driver reads the option and switches it once.
+    # ROHM modules ship in binary mode: the driver reads the option and switches it once;
+    # the dual-stack dongles print hex only and have no ROPT/WOPT.
     wopt = [c for c in sim.commands if c.startswith(("ROPT", "WOPT"))]
-    assert wopt == (["ROPT", "WOPT 01"] if family == "bp35a1" else [])
+    assert wopt == (["ROPT", "WOPT 01"] if family.startswith("bp35") else [])
 
 
 def test_unknown_property_comes_back_as_get_sna() -> None:
