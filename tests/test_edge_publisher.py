@@ -138,6 +138,19 @@ topic read home/power/#
 """
 
 
+def edge_status(outbox: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "status"],
+        cwd=REPO,
+        env={**os.environ, "EDGE_OUTBOX_PATH": str(outbox)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 class MisconfiguredBroker(SecureMosquittoServer):
     """deploy/mosquitto with an operator's mistake: the edge may not write its topic."""
 
@@ -172,12 +185,16 @@ def test_a_refused_publish_keeps_its_readings_until_the_acl_is_fixed(tmp_path, c
             refusal = json.loads(outbox.state(REFUSAL_KEY) or "{}")
             assert refusal["reason"] == "Not authorized" and refusal["refused"] >= 6
             assert not sub.collect()
+            status = edge_status(path)
+            assert "REFUSING publishes since" in status and "Not authorized (0x87)" in status
+            assert "pending         25 readings" in status
             broker.fix_acl()
             wait_for(lambda: outbox.pending() == 0, 30, "delivery after the ACL fix")
             wait_for(lambda: len(sub.seqs()) == 25, 15, "every reading at the subscriber")
         finally:
             publisher.stop()
         assert outbox.state(REFUSAL_KEY) is None
+    assert "broker          accepting (last delivery 20" in edge_status(path)
     assert sub.seqs() == set(range(1, 26))
     refusal_logs = [r for r in caplog.records if "refused a publish" in r.getMessage()]
     assert len(refusal_logs) == 1  # once per kind, not once per retry

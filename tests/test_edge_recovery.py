@@ -7,12 +7,16 @@ The edge's loop runs against the simulated module and meter on a virtual clock
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from test_edge_publisher import REPO, edge_status
 
 from contracts.message import Reading
 from devstack.virtual_edge import VirtualEdge
@@ -99,6 +103,23 @@ def test_first_start_reads_back_45_days_oldest_first(tmp_path) -> None:
     assert list(found) == boundaries(oldest, newest_owed)  # complete, oldest first
     assert_true_registers(edge, found)
     assert edge.outbox.state(RECOVERED_KEY) == newest_owed.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    status = edge_status(tmp_path / "outbox.db")
+    assert f"last half-hour  {edge.outbox.state(RECOVERED_KEY)}" in status
+    assert "link quality    LQI 225 (about -42.4 dBm)" in status
+    assert f"pending         {len(stored(edge)):,} readings" in status
+
+
+def test_status_without_an_outbox_says_where_it_looked(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "status"],
+        cwd=REPO,
+        env={**os.environ, "EDGE_OUTBOX_PATH": str(tmp_path / "none.db")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"no outbox at {tmp_path / 'none.db'}" in result.stderr
 
 
 @pytest.mark.parametrize(
