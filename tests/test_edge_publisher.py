@@ -204,14 +204,16 @@ def test_a_refused_publish_keeps_its_readings_until_the_acl_is_fixed(tmp_path, c
 # --- the edge process: simulator -> python -m edge -> broker -----------------------------
 
 
-def start_simulator(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
+def start_simulator(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.simulator", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "simulator.log").open("ab"),
         text=True,
-        env={**os.environ, "BROUTE_ID": ROUTE_B_ID, "BROUTE_PASSWORD": PASSWORD},
+        env={**os.environ, "BROUTE_ID": ROUTE_B_ID, "BROUTE_PASSWORD": PASSWORD, **(env or {})},
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
