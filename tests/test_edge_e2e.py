@@ -62,6 +62,32 @@ def influx_points(url: str) -> list[dict[str, object]]:
     return [dict(zip(series["columns"], row, strict=True)) for row in series["values"]]
 
 
+def run_pipeline_tomorrow(
+    influx_url: str, tmp_path: Path, task: str, days: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`luigi --module pipeline <task> --date <days>` one day ahead (today is then over)."""
+    duckdb_path = tmp_path / "duckdb" / "home_energy.duckdb"
+    pipeline_env = {
+        **os.environ,
+        "INFLUX_URL": influx_url,
+        "DUCKDB_PATH": str(duckdb_path),
+        "PARQUET_BASE_DIR": str(tmp_path / "parquet"),
+        "TZ": ZONE,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    luigi = Path(sys.executable).with_name("luigi")
+    command = [str(luigi), "--module", "pipeline", task, "--date", days, "--local-scheduler"]
+    result = subprocess.run(
+        ["faketime", "-f", "+1d", *command],
+        cwd=REPO,
+        env=pipeline_env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    return duckdb_path, result
+
+
 def start_gateway(broker, tmp_path: Path) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -130,24 +156,8 @@ def test_meter_to_duckdb_exactly_once_through_an_outage(influx, private_broker, 
     in_day = [
         p for p, t in zip(points, times, strict=True) if t.astimezone(ZoneInfo(ZONE)).date() == day
     ]
-    duckdb_path = tmp_path / "duckdb" / "home_energy.duckdb"
-    pipeline_env = {
-        **os.environ,
-        "INFLUX_URL": influx.url,
-        "DUCKDB_PATH": str(duckdb_path),
-        "PARQUET_BASE_DIR": str(tmp_path / "parquet"),
-        "TZ": ZONE,
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
-    luigi = Path(sys.executable).with_name("luigi")
-    command = [str(luigi), "--module", "pipeline", "DuckLoadDay", "--date", day.isoformat()]
-    result = subprocess.run(
-        ["faketime", "-f", "+1d", *command, "--local-scheduler"],
-        cwd=REPO,
-        env=pipeline_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    duckdb_path, result = run_pipeline_tomorrow(
+        influx.url, tmp_path, "DuckLoadDay", day.isoformat()
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with duckdb.connect(str(duckdb_path), read_only=True) as db:
@@ -309,36 +319,8 @@ def test_three_days_off_every_half_hour_from_the_meters_memory(
     first_day = off_at.astimezone(zone).date() + timedelta(days=1)
     last_day = restart.astimezone(zone).date() - timedelta(days=1)
     today = datetime.now(zone).date()
-    duckdb_path = tmp_path / "duckdb" / "home_energy.duckdb"
-    pipeline_env = {
-        **os.environ,
-        "INFLUX_URL": influx.url,
-        "DUCKDB_PATH": str(duckdb_path),
-        "PARQUET_BASE_DIR": str(tmp_path / "parquet"),
-        "TZ": ZONE,
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
-    luigi = Path(sys.executable).with_name("luigi")
     span = f"{first_day - timedelta(days=1)}-{today + timedelta(days=1)}"  # end exclusive
-    result = subprocess.run(
-        [
-            "faketime",
-            "-f",
-            "+1d",
-            str(luigi),
-            "--module",
-            "pipeline",
-            "DbtBuild",
-            "--date",
-            span,
-            "--local-scheduler",
-        ],
-        cwd=REPO,
-        env=pipeline_env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    duckdb_path, result = run_pipeline_tomorrow(influx.url, tmp_path, "DbtBuild", span)
     assert result.returncode == 0, result.stderr[-3000:]
     with duckdb.connect(str(duckdb_path), read_only=True) as db:
         daily = dict(
