@@ -92,9 +92,16 @@ class EdgeConfig:
                     env.get("EDGE_RECOVERY_REQUESTS_PER_MINUTE")
                     or RecoverySettings.requests_per_minute
                 ),
-                meter_tz=ZoneInfo(env.get("EDGE_METER_TZ") or "Asia/Tokyo"),
+                meter_tz=meter_zone(env.get("EDGE_METER_TZ") or "Asia/Tokyo"),
             ),
         )
+
+
+def meter_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"EDGE_METER_TZ {name!r} is not a time zone (e.g. Asia/Tokyo)") from None
 
 
 class EdgeLoop:
@@ -245,4 +252,8 @@ def main() -> None:
         level=os.environ.get("EDGE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    run(EdgeConfig.from_env())
+    try:
+        config = EdgeConfig.from_env()
+    except ValueError as exc:  # one line, exit 2: systemd shows why it keeps restarting
+        raise SystemExit(f"edge: {exc}") from None
+    run(config)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 RECOVERED_KEY = "recovered_upto"  # outbox state: the newest half-hour boundary published
 HALF_HOUR = timedelta(minutes=30)
 BURST_REQUESTS = 3.0  # a step is at most two requests, the property map one
+PAUSE_AFTER_REFUSAL_S = 300.0  # the meter refused or garbled a read-back: try again later
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class RecoverySettings:
     requests_per_minute: float = 6.0  # the read-back's share of the meter's attention
     settle_s: float = 60.0  # a boundary is read back this long after it passed (if no push)
     meter_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Tokyo"))
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_days <= el.HISTORY_DAYS_MAX:
+            days_max = el.HISTORY_DAYS_MAX
+            raise ValueError(f"EDGE_RECOVERY_DAYS must be 0..{days_max}, got {self.max_days}")
+        if self.requests_per_minute <= 0:
+            rate = self.requests_per_minute
+            raise ValueError(f"EDGE_RECOVERY_REQUESTS_PER_MINUTE must be positive, got {rate}")
 
 
 def floor_half_hour(ts: datetime) -> datetime:
@@ -55,6 +64,7 @@ class Recovery:
     def __post_init__(self) -> None:
         self._tokens = BURST_REQUESTS
         self._refilled = self.clock()
+        self._paused_until = float("-inf")
         self.property_map: frozenset[int] | None = None
         self.meter_today: date | None = None
         self.lost = 0  # half hours the meter no longer had (or never recorded)
@@ -75,7 +85,8 @@ class Recovery:
         self._tokens = min(BURST_REQUESTS, self._tokens + (now - self._refilled) * rate)
         self._refilled = now
         settled = self.now() - timedelta(seconds=self.settings.settle_s)
-        return self.first_missing() <= settled and self._tokens >= 2
+        owed = self.first_missing() <= settled
+        return owed and self._tokens >= 2 and now >= self._paused_until
 
     def session_started(self) -> None:
         """A new session may be a new meter: read its property map again."""
@@ -84,21 +95,32 @@ class Recovery:
     # One step -----------------------------------------------------------------------
 
     def step(self) -> tuple[list[Reading], datetime | None]:
-        """One read-back (at most two requests): readings, and the new watermark or None."""
+        """One read-back (at most two requests): readings, and the new watermark or None.
+
+        A refusal or a malformed register pauses the read-back (the session and the live
+        polls go on); a lost session or an unanswered request is the caller's, as for a poll.
+        """
         before = self.driver.requests
         try:
-            if self.property_map is None:
-                self.property_map = self._read_property_map()
-                return [], None
-            first = self.first_missing()
-            newest = floor_half_hour(self.now().astimezone(UTC))
-            slots = int((newest - first) / HALF_HOUR) + 1
-            history2 = {el.EPC_HISTORY2, el.EPC_HISTORY2_TIME} <= self.property_map
-            if history2 and slots <= el.HISTORY2_POINTS_MAX:
-                return self._read_points(newest, slots)
-            return self._read_day(first)
+            return self._step()
+        except el.EchonetError as exc:
+            log.warning("meter memory: %s; reading back again in %.0fs", exc, PAUSE_AFTER_REFUSAL_S)
+            self._paused_until = self.clock() + PAUSE_AFTER_REFUSAL_S
+            return [], None
         finally:
             self._tokens -= self.driver.requests - before
+
+    def _step(self) -> tuple[list[Reading], datetime | None]:
+        if self.property_map is None:
+            self.property_map = self._read_property_map()
+            return [], None
+        first = self.first_missing()
+        newest = floor_half_hour(self.now().astimezone(UTC))
+        slots = int((newest - first) / HALF_HOUR) + 1
+        history2 = {el.EPC_HISTORY2, el.EPC_HISTORY2_TIME} <= self.property_map
+        if history2 and slots <= el.HISTORY2_POINTS_MAX:
+            return self._read_points(newest, slots)
+        return self._read_day(first)
 
     def _read_property_map(self) -> frozenset[int]:
         edt = self.driver.get((el.EPC_GET_MAP,)).values().get(el.EPC_GET_MAP)

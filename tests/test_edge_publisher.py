@@ -309,8 +309,17 @@ def test_broker_outage_and_kill9_lose_nothing(private_broker, tmp_path) -> None:
     assert "SKSETPWD C ***" in log_text
 
 
-def test_edge_refuses_a_bad_configuration(tmp_path) -> None:
-    env = {**os.environ, "EDGE_SERIAL_PORT": "/dev/null", "EDGE_MODULE": "bp35x9"}
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"EDGE_MODULE": "bp35x9"}, "EDGE_MODULE 'bp35x9'"),
+        ({"EDGE_RECOVERY_DAYS": "120"}, "EDGE_RECOVERY_DAYS must be 0..99, got 120"),
+        ({"EDGE_RECOVERY_REQUESTS_PER_MINUTE": "0"}, "must be positive, got 0.0"),
+        ({"EDGE_METER_TZ": "Mars/Olympus"}, "EDGE_METER_TZ 'Mars/Olympus' is not a time zone"),
+    ],
+)
+def test_edge_refuses_a_bad_configuration(setting: dict[str, str], message: str) -> None:
+    env = {**os.environ, "EDGE_SERIAL_PORT": "/dev/null", **setting}
     result = subprocess.run(
         [sys.executable, "-m", "edge"],
         cwd=REPO,
@@ -319,5 +328,6 @@ def test_edge_refuses_a_bad_configuration(tmp_path) -> None:
         text=True,
         timeout=30,
     )
-    assert result.returncode != 0
-    assert "EDGE_MODULE 'bp35x9'" in result.stderr
+    assert result.returncode == 1  # SystemExit with a message
+    assert result.stderr.startswith("edge: ")
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -200,3 +200,17 @@ def test_one_percent_of_lines_garbled_for_ten_minutes(tmp_path, module: str) -> 
     boundary = datetime.fromtimestamp(edge.clock.time() // 1800 * 1800, UTC)
     edge.run_for(120)
     assert boundary in registers(edge)
+
+
+def test_a_meter_that_refuses_the_read_back_keeps_the_session_and_live_polls(
+    tmp_path, caplog
+) -> None:
+    edge = virtual_edge(tmp_path, days=1)
+    edge.meter.set_property = lambda epc, edt: False  # type: ignore[method-assign]
+    edge.run_for(1200)
+    assert "meter memory: the meter refused to set 0xE5" in caplog.text
+    assert not registers(edge)
+    live = [r for r in stored(edge) if r.instant_power_w is not None]
+    assert len(live) >= 115 and edge.sim.joins == 1  # no rejoin, no gap
+    # Paused 5 minutes after each refusal: 4 tries (a SetC each) in 20 minutes, not 200.
+    assert edge.driver.requests - len(live) <= 1 + 4 + 1
