@@ -2,11 +2,15 @@
 
 `python -m edge.simulator` prints the path of the pty and serves until killed; the edge opens
 that path as its serial port, unchanged. The module side speaks the SKSTACK IP dialogue (echo,
-OK / FAIL ERxx, EVENT lines, EPANDESC on a scan, ERXUDP) in the BP35A1 or BP35C0 layout; it is
-written from the command reference independently of `edge.skstack`, so the driver's parsing
-is tested against a second reading of the manual, not against itself. The meter side answers
-ECHONET Lite Get requests from a household load curve and a cumulative counter with a unit,
-a coefficient and a rollover at 10**digits. Scripted faults reproduce what the field does.
+OK / FAIL ERxx, EVENT lines, EPANDESC on a scan, ERXUDP) in the BP35A1 layout, or with the SIDE
+column of the BP35C0 and the dual-stack dongles (RL7023 Stick-D/DSS, RS-WSUHA-P: hex only, no
+ROPT/WOPT); it is written from the command reference independently of `edge.skstack`, so the
+driver's parsing is tested against a second reading of the manual, not against itself. The
+meter side answers ECHONET Lite Get and SetC requests from a household load curve and a
+cumulative counter with a unit, a coefficient and a rollover at 10**digits, keeps 45 days of
+half-hour registers (0xE5/0xE2/0xE4, 0xED/0xEC) and pushes 0xEA/0xEB on every half hour.
+Scripted faults (and random line garbling) reproduce what the field does. `VirtualPort` serves
+the same simulator to a driver on a virtual clock instead of a pty.
 """
 
 from __future__ import annotations

@@ -14,12 +14,14 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from test_edge_publisher import REPO, edge_status
 
 from contracts.message import Reading
 from devstack.virtual_edge import VirtualEdge
+from edge import echonet as el
 from edge.app import EdgeConfig
 from edge.recovery import RECOVERED_KEY, RecoverySettings
 from edge.simulator import Faults, SimulatedMeter, VirtualClock
@@ -175,12 +177,12 @@ def test_pushes_extend_the_watermark_without_reading_back(tmp_path) -> None:
 def test_one_percent_of_lines_garbled_for_ten_minutes(tmp_path, module: str) -> None:
     faults = Faults(garble_rate=0.01, seed=sum(map(ord, module)))
     edge = virtual_edge(tmp_path, module=module, faults=faults, days=1, poll=1.0)
-    answered: list[int] = []
+    answered: list[el.Frame] = []
     exchange = edge.driver._exchange
 
-    def recording(frame: bytes, tid: int):  # what the driver took from the meter
+    def recording(frame: bytes, tid: int) -> el.Frame:  # what the driver took from the meter
         answer = exchange(frame, tid)
-        answered.append(answer.tid)
+        answered.append(answer)
         return answer
 
     edge.driver._exchange = recording  # type: ignore[method-assign]
@@ -192,9 +194,9 @@ def test_one_percent_of_lines_garbled_for_ten_minutes(tmp_path, module: str) -> 
     assert sum(edge.driver.unparsed.values()) > 0
     # Every answer that reached the port intact was taken, and became what it carried.
     intact = {tag[1] for tag in edge.sim.intact if tag[0] == "answer"}  # type: ignore[index]
-    assert intact <= set(answered)
+    assert intact <= {answer.tid for answer in answered}
     live = [r for r in stored(edge) if r.instant_power_w is not None]
-    assert len(live) >= 250
+    assert len(live) == sum(el.EPC_INSTANT_POWER in a.values() for a in answered) >= 250
     # The half hour that passed is stored once (pushed, or read back if its push was garbled).
     registers(edge)
     boundary = datetime.fromtimestamp(edge.clock.time() // 1800 * 1800, UTC)
@@ -214,3 +216,27 @@ def test_a_meter_that_refuses_the_read_back_keeps_the_session_and_live_polls(
     assert len(live) >= 115 and edge.sim.joins == 1  # no rejoin, no gap
     # Paused 5 minutes after each refusal: 4 tries (a SetC each) in 20 minutes, not 200.
     assert edge.driver.requests - len(live) <= 1 + 4 + 1
+
+
+def test_the_simulated_meter_remembers_what_its_counter_said(tmp_path) -> None:
+    clock = VirtualClock(START)
+    meter = SimulatedMeter(unit_kwh=Decimal("0.01"), digits=5, start_raw=1_000, clock=clock.time)
+    # Energy is the integral of the load curve, minute by minute.
+    minute = START // 60 * 60
+    assert meter.energy_kwh(minute + 60) - meter.energy_kwh(minute) == pytest.approx(
+        meter.power_w(minute) / 60_000
+    )
+    # 0xE2 of 3 days ago: the counter at each half hour of that day, wrapped at 10**5 (the
+    # counter read 10 kWh now, so it was below zero, i.e. near 1,000 kWh, back then).
+    assert meter.set_property(el.EPC_HISTORY_DAY, bytes((3,)))
+    day, raws = el.decode_history(meter.property(el.EPC_HISTORY_NORMAL, START) or b"")
+    assert day == 3 and all(r is not None for r in raws)
+    local = datetime.fromtimestamp(START, ZoneInfo("Asia/Tokyo")).date() - timedelta(days=3)
+    midnight = datetime.combine(local, datetime.min.time(), ZoneInfo("Asia/Tokyo")).timestamp()
+    expected = [int(meter.energy_kwh(midnight + i * 1800) / 0.01) % 10**5 for i in range(48)]
+    assert raws == expected and max(raws) > 90_000  # before the rollover
+    # Today's slots after now have no value; beyond the history nothing is kept.
+    assert meter.set_property(el.EPC_HISTORY_DAY, bytes((0,)))
+    assert el.decode_history(meter.property(el.EPC_HISTORY_NORMAL, START) or b"")[1][-1] is None
+    assert meter.register(START - 50 * 86_400, START) is None
+    assert not meter.set_property(el.EPC_HISTORY_DAY, bytes((100,)))
