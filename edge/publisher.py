@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # Outbox state keys (read by `python -m edge status`).
 REFUSAL_KEY = "broker_refusal"  # JSON: reason, code, since, refused (messages)
 DELIVERY_KEY = "last_delivery"  # when the broker last accepted a message
+DELIVERY_NOTE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Publisher:
         self._logged_refusals: set[int] = set()  # reason codes logged since the last delivery
         self._retry_at: float | None = None  # monotonic time to offer the outbox again
         self._stop_by = 0.0  # monotonic deadline of the flush stop() allows
+        self._delivery_noted = float("-inf")  # monotonic time DELIVERY_KEY was last written
 
     # paho's thread: report, nothing else -------------------------------------------------
 
@@ -183,22 +185,17 @@ class Publisher:
         self._retry_at = time.monotonic() + self.settings.refused_retry_s
 
     def _note_delivery(self, outbox: Outbox) -> None:
+        """Clear a refusal; note the time of delivery (once a minute: each commit is an fsync
+        on the Pi's SD card)."""
+        now = time.monotonic()
+        if self._refusal is None and now - self._delivery_noted < DELIVERY_NOTE_S:
+            return
         if self._refusal is not None:
             log.warning("the broker accepts publishes again (%s)", self._refusal["reason"])
         self._refusal = None
         self._logged_refusals.clear()
+        self._delivery_noted = now
         outbox.set_state({REFUSAL_KEY: None, DELIVERY_KEY: format_ts(datetime.now(UTC))})
-
-    def _send(self, outbox: Outbox) -> None:
-        while len(self._in_flight) < self.settings.window:
-            readings = outbox.oldest(self.settings.batch_size, after_seq=self._sent_upto)
-            if not readings:
-                return
-            info = self.client.publish(self.mqtt_settings.topic, _payload(readings), qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                return  # disconnected meanwhile: the connect event restarts the replay
-            self._in_flight[info.mid] = [r.seq for r in readings if r.seq is not None]
-            self._sent_upto = readings[-1].seq or self._sent_upto
 
 
 def _payload(readings: list[Reading]) -> bytes:
