@@ -197,6 +197,17 @@ class Publisher:
         self._delivery_noted = now
         outbox.set_state({REFUSAL_KEY: None, DELIVERY_KEY: format_ts(datetime.now(UTC))})
 
+    def _send(self, outbox: Outbox) -> None:
+        while len(self._in_flight) < self.settings.window:
+            readings = outbox.oldest(self.settings.batch_size, after_seq=self._sent_upto)
+            if not readings:
+                return
+            info = self.client.publish(self.mqtt_settings.topic, _payload(readings), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return  # disconnected meanwhile: the connect event restarts the replay
+            self._in_flight[info.mid] = [r.seq for r in readings if r.seq is not None]
+            self._sent_upto = readings[-1].seq or self._sent_upto
+
 
 def _payload(readings: list[Reading]) -> bytes:
     payload = to_payload(readings[0] if len(readings) == 1 else readings)
