@@ -23,7 +23,7 @@ COPY gateway ./gateway
 COPY edge ./edge
 COPY dbt ./dbt
 COPY deploy/luigi ./deploy/luigi
-RUN pip install . \
+RUN pip install .[gateway,pipeline] \
     && mkdir -p /data/duckdb /data/parquet /data/gateway /var/lib/luigi \
     && chown app:app /data/duckdb /data/parquet /data/gateway /var/lib/luigi \
     # dbt writes target/ and logs/ inside its project folder.

@@ -68,9 +68,13 @@ class MqttSettings:
         )
 
     @classmethod
-    def from_env(cls, default_client_id: str) -> MqttSettings:
-        """MQTT_BROKER_URL, MQTT_TLS_CA_CERT, MQTT_TOPIC, MQTT_CLIENT_ID, MQTT_PROTOCOL."""
-        protocol = os.environ.get("MQTT_PROTOCOL") or "3.1.1"
+    def from_env(cls, default_client_id: str, default_protocol: str = "3.1.1") -> MqttSettings:
+        """MQTT_BROKER_URL, MQTT_TLS_CA_CERT, MQTT_TOPIC, MQTT_CLIENT_ID, MQTT_PROTOCOL.
+
+        The edge passes `default_protocol="5"`: only MQTT 5 carries a reason code in the
+        PUBACK, so only then can a publish the broker refused be told from a delivered one.
+        """
+        protocol = os.environ.get("MQTT_PROTOCOL") or default_protocol
         if protocol not in PROTOCOLS:
             raise ValueError(
                 f"MQTT_PROTOCOL must be one of {', '.join(PROTOCOLS)}, got {protocol!r}"

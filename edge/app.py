@@ -3,28 +3,35 @@
 Reading and publishing are decoupled by the outbox: the meter loop never waits for the
 network, and the publisher never waits for the meter. Whatever fails (the module, the
 session, the broker) is logged and retried with a bounded back-off; nothing is dropped.
+Between live polls the loop reads back the half-hour registers it still owes from the
+meter's memory (edge.recovery) and publishes the meter's half-hourly pushes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import serial
 
-from contracts.message import default_source
+from contracts.message import Reading, default_source, format_ts, parse_ts
 from contracts.mqtt import MqttSettings
 from edge import echonet as el
 from edge.credentials import Credentials
-from edge.meter import FIELD_PROPERTIES, Meter, parse_fields
+from edge.meter import CUMULATIVE, FIELD_PROPERTIES, Meter, parse_fields
 from edge.outbox import DEFAULT_MAX_READINGS, Outbox
 from edge.publisher import Publisher
+from edge.recovery import RECOVERED_KEY, Recovery, RecoverySettings
 from edge.skstack import (
     Driver,
     NoAnswer,
@@ -32,11 +39,16 @@ from edge.skstack import (
     Settings,
     SkstackError,
     module_family,
+    rssi_from_lqi,
 )
 
 log = logging.getLogger("edge")
 
+# Outbox state keys (besides the publisher's and the recovery watermark)
 STATE_KEY = "meter_counters"
+LAST_READ_KEY = "last_read_at"
+LINK_KEY = "link_quality"
+UNPARSED_KEY = "unparsed_lines"
 MAX_BACKOFF_S = 60.0
 
 
@@ -51,6 +63,7 @@ class EdgeConfig:
     source: str = "meter1"
     request_spacing_s: float = Settings.request_spacing_s
     baudrate: int = 115200
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
 
     @classmethod
     def from_env(cls) -> EdgeConfig:
@@ -73,14 +86,49 @@ class EdgeConfig:
             request_spacing_s=float(
                 env.get("EDGE_REQUEST_SPACING_SECONDS") or Settings.request_spacing_s
             ),
+            recovery=RecoverySettings(
+                max_days=int(env.get("EDGE_RECOVERY_DAYS") or RecoverySettings.max_days),
+                requests_per_minute=float(
+                    env.get("EDGE_RECOVERY_REQUESTS_PER_MINUTE")
+                    or RecoverySettings.requests_per_minute
+                ),
+                meter_tz=meter_zone(env.get("EDGE_METER_TZ") or "Asia/Tokyo"),
+            ),
         )
 
 
+def meter_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"EDGE_METER_TZ {name!r} is not a time zone (e.g. Asia/Tokyo)") from None
+
+
 class EdgeLoop:
-    def __init__(self, config: EdgeConfig, driver: Driver, outbox: Outbox, publisher: Publisher):
-        self.config, self.driver, self.outbox, self.publisher = config, driver, outbox, publisher
-        self.meter = Meter(driver, config.source, config.fields)
+    def __init__(
+        self,
+        config: EdgeConfig,
+        driver: Driver,
+        outbox: Outbox,
+        wake: Callable[[], None] = lambda: None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.config, self.driver, self.outbox, self.wake = config, driver, outbox, wake
+        self.meter = Meter(driver, config.source, config.fields, clock=now)
         self.meter.restore(outbox.state(STATE_KEY))
+        watermark = outbox.state(RECOVERED_KEY)
+        self.recovery = (
+            Recovery(
+                driver,
+                self.meter,
+                config.recovery,
+                parse_ts(watermark) if watermark else None,
+                clock=driver.clock,
+                now=now,
+            )
+            if CUMULATIVE & set(config.fields) and config.recovery.max_days > 0
+            else None
+        )
         self.stop = threading.Event()
         self._backoff = 0.0
 
@@ -93,11 +141,18 @@ class EdgeLoop:
             self.stop.wait(max(next_poll - time.monotonic(), self._backoff))
 
     def poll_once(self) -> None:
+        """One live reading, the pushes that came meanwhile, and a read-back step if due."""
         try:
             if not self.driver.joined:
                 self.driver.connect()
                 self.meter.scale = None  # re-read after every join: a new meter is possible
-            reading = self.meter.read()
+                if self.recovery:
+                    self.recovery.session_started()
+            self._store_live(self.meter.read())
+            if self.recovery:
+                self._take_pushes(self.recovery)
+                if self.recovery.due():
+                    self._store_registers(self.recovery, *self.recovery.step())
         except NoAnswer as exc:
             log.info("%s", exc)
             return
@@ -110,17 +165,64 @@ class EdgeLoop:
             self.driver.joined = False
             return
         self._backoff = 0.0
+
+    def _store_live(self, reading: Reading | None) -> None:
         if reading is None:
             log.info("the meter answered without any of %s", ", ".join(self.config.fields))
             return
-        seq = self.outbox.add(reading, {STATE_KEY: self.meter.state()})
-        self.publisher.wake()
+        seq = self.outbox.add(
+            reading, {**self._status_state(), LAST_READ_KEY: format_ts(reading.ts)}
+        )
+        self.wake()
         log.debug("reading %d stored: %s", seq, reading.measurements)
+
+    def _status_state(self) -> dict[str, str]:
+        """What `python -m edge status` shows, stored with each reading (no extra commit)."""
+        pan = self.driver.pan
+        link = {
+            "lqi": pan.lqi if pan else None,
+            "rssi_from_lqi_dbm": rssi_from_lqi(pan.lqi) if pan else None,
+            "rssi_dbm": self.driver.rssi,
+        }
+        return {
+            STATE_KEY: self.meter.state(),
+            LINK_KEY: json.dumps(link),
+            UNPARSED_KEY: json.dumps(dict(self.driver.unparsed)),
+        }
+
+    def _take_pushes(self, recovery: Recovery) -> None:
+        for frame in self.driver.take_notifications():
+            try:
+                self._store_registers(recovery, *recovery.pushed(frame))
+            except el.EchonetError as exc:
+                log.warning("ignored a malformed 0xEA/0xEB notification: %s", exc)
+
+    def _store_registers(
+        self, recovery: Recovery, readings: list[Reading], watermark: datetime | None
+    ) -> None:
+        """Registers and the watermark that covers them, in one commit (kill -9 safe)."""
+        state = {RECOVERED_KEY: format_ts(watermark)} if watermark else {}
+        if readings:
+            self.outbox.add_many(readings, {**state, STATE_KEY: self.meter.state()})
+            self.wake()
+        elif state:
+            self.outbox.set_state(dict(state))
+        if watermark:
+            recovery.watermark = watermark
+        if readings:
+            log.info(
+                "meter memory: %d half-hour registers %s .. %s stored",
+                len(readings),
+                format_ts(readings[0].ts),
+                format_ts(readings[-1].ts),
+            )
 
 
 def run(config: EdgeConfig) -> None:
     credentials = Credentials.from_env()
-    mqtt_settings = MqttSettings.from_env(default_client_id=f"edge-{socket.gethostname()}")
+    mqtt_settings = MqttSettings.from_env(
+        default_client_id=f"edge-{socket.gethostname()}", default_protocol="5"
+    )
     outbox = Outbox(config.outbox_path, config.outbox_max_readings)
     publisher = Publisher(config.outbox_path, mqtt_settings).start()
     log.info(
@@ -135,7 +237,7 @@ def run(config: EdgeConfig) -> None:
     with serial.Serial(config.serial_port, config.baudrate, timeout=0.05) as port:
         settings = Settings(request_spacing_s=config.request_spacing_s)
         driver = Driver(port, module_family(config.module), credentials, settings)
-        loop = EdgeLoop(config, driver, outbox, publisher)
+        loop = EdgeLoop(config, driver, outbox, publisher.wake)
         signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
         signal.signal(signal.SIGINT, lambda *_: loop.stop.set())
         try:
@@ -150,4 +252,8 @@ def main() -> None:
         level=os.environ.get("EDGE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    run(EdgeConfig.from_env())
+    try:
+        config = EdgeConfig.from_env()
+    except ValueError as exc:  # one line, exit 2: systemd shows why it keeps restarting
+        raise SystemExit(f"edge: {exc}") from None
+    run(config)

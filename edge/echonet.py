@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 EHD = 0x1081
@@ -19,6 +19,9 @@ SMART_METER = 0x028801  # DEOJ: low-voltage smart electric energy meter, instanc
 NODE_PROFILE = 0x0EF001  # source of the instance-list notification a meter sends on join
 
 # Service codes (ESV)
+SETC = 0x61  # Set with a response
+SET_RES = 0x71
+SETC_SNA = 0x51
 GET = 0x62
 GET_RES = 0x72
 GET_SNA = 0x52  # "service not available": the meter answered but without some values
@@ -26,6 +29,7 @@ INF = 0x73
 INFC = 0x74
 INFC_RES = 0x7A
 RESPONSES = frozenset({GET_RES, GET_SNA, INF, INFC})
+ANSWERS = frozenset({GET_RES, GET_SNA, SET_RES, SETC_SNA})  # to one of our requests
 
 # Properties of class 0x0288
 EPC_COEFFICIENT = 0xD3
@@ -36,6 +40,19 @@ EPC_ENERGY_REVERSE = 0xE3
 EPC_INSTANT_POWER = 0xE7
 EPC_FIXED_TIME_NORMAL = 0xEA  # every 30 minutes: date-time + cumulative, normal direction
 EPC_FIXED_TIME_REVERSE = 0xEB
+# The meter's memory: a cumulative register at every half-hour boundary for 45+ days.
+EPC_HISTORY_DAY = 0xE5  # Set: which day 0xE2/0xE4 give (0 = today, 1 = yesterday, .. 99)
+EPC_HISTORY_NORMAL = 0xE2  # day (2 bytes) + 48 counters at 00:00, 00:30 .. 23:30 of that day
+EPC_HISTORY_REVERSE = 0xE4
+EPC_HISTORY2_TIME = 0xED  # Set: newest time point (YYYY MM DD hh mm) + number of points (1..12)
+EPC_HISTORY2 = 0xEC  # that time, the count, then (normal, reverse) pairs, newest first
+# Super-class properties every ECHONET object has
+EPC_CURRENT_TIME = 0x97  # hh mm
+EPC_CURRENT_DATE = 0x98  # YYYY(2) MM DD
+EPC_GET_MAP = 0x9F  # the properties the meter answers a Get for
+SLOTS_PER_DAY = 48
+HISTORY_DAYS_MAX = 99  # 0xE5's range
+HISTORY2_POINTS_MAX = 12
 
 # 0xE1: coded unit of the cumulative counters, in kWh. Decimal so 12345 x 0.1 is 1234.5.
 UNITS_KWH: dict[int, Decimal] = {
@@ -137,6 +154,11 @@ def get_request(tid: int, epcs: list[int] | tuple[int, ...]) -> bytes:
     return encode_frame(Frame(tid, CONTROLLER, SMART_METER, GET, tuple((e, b"") for e in epcs)))
 
 
+def set_request(tid: int, properties: tuple[tuple[int, bytes], ...]) -> bytes:
+    """A SetC (0x61, answered by Set_Res or SetC_SNA) to the smart meter."""
+    return encode_frame(Frame(tid, CONTROLLER, SMART_METER, SETC, properties))
+
+
 # --- property values ---------------------------------------------------------------------
 
 
@@ -222,6 +244,107 @@ def encode_fixed_time(when: datetime, raw: int) -> bytes:
     return head + encode_u32(raw)
 
 
+def decode_history(edt: bytes) -> tuple[int, list[int | None]]:
+    """0xE2/0xE4: the day offset and 48 raw counters (None where the meter has no value)."""
+    if len(edt) != 2 + 4 * SLOTS_PER_DAY:
+        raise EchonetError(f"EPC 0xE2/0xE4 needs {2 + 4 * SLOTS_PER_DAY} bytes, got {len(edt)}")
+    day = int.from_bytes(edt[:2], "big")
+    return day, [decode_cumulative(edt[i : i + 4]) for i in range(2, len(edt), 4)]
+
+
+def encode_history(day: int, raws: list[int | None]) -> bytes:
+    return day.to_bytes(2, "big") + b"".join(_u32_or_no_data(r) for r in raws)
+
+
+def _u32_or_no_data(raw: int | None) -> bytes:
+    return encode_u32(NO_DATA_UNSIGNED if raw is None else raw)
+
+
+def _encode_minute(when: datetime) -> bytes:
+    return struct.pack(">HBBBB", when.year, when.month, when.day, when.hour, when.minute)
+
+
+def _decode_minute(edt: bytes, epc: int) -> datetime:
+    year, month, day, hour, minute = struct.unpack(">HBBBB", edt[:6])
+    try:
+        return datetime(year, month, day, hour, minute)
+    except ValueError:
+        raise EchonetError(f"EPC 0x{epc:02X}: impossible time {edt[:6].hex()}") from None
+
+
+def encode_history2_time(newest: datetime, points: int) -> bytes:
+    """0xED: the newest half-hour wanted (meter wall-clock time) and how many points back."""
+    if not 1 <= points <= HISTORY2_POINTS_MAX:
+        raise EchonetError(f"EPC 0xED: {points} points outside 1..{HISTORY2_POINTS_MAX}")
+    return _encode_minute(newest) + bytes((points,))
+
+
+def decode_history2_time(edt: bytes) -> tuple[datetime, int]:
+    if len(edt) != 7:
+        raise EchonetError(f"EPC 0xED needs 7 bytes, got {len(edt)}")
+    return _decode_minute(edt, EPC_HISTORY2_TIME), edt[6]
+
+
+def decode_history2(edt: bytes) -> tuple[datetime, list[tuple[int | None, int | None]]]:
+    """0xEC: the newest time point and (normal, reverse) raw counters, newest first."""
+    if len(edt) < 7:
+        raise EchonetError(f"EPC 0xEC needs at least 7 bytes, got {len(edt)}")
+    newest, points = _decode_minute(edt, EPC_HISTORY2), edt[6]
+    if len(edt) != 7 + 8 * points:
+        raise EchonetError(f"EPC 0xEC: {points} points need {7 + 8 * points} bytes, got {len(edt)}")
+    pairs = [
+        (decode_cumulative(edt[i : i + 4]), decode_cumulative(edt[i + 4 : i + 8]))
+        for i in range(7, len(edt), 8)
+    ]
+    return newest, pairs
+
+
+def encode_history2(newest: datetime, pairs: list[tuple[int | None, int | None]]) -> bytes:
+    body = b"".join(_u32_or_no_data(n) + _u32_or_no_data(r) for n, r in pairs)
+    return _encode_minute(newest) + bytes((len(pairs),)) + body
+
+
+def decode_property_map(edt: bytes) -> frozenset[int]:
+    """0x9D/0x9E/0x9F: a count, then the EPCs (fewer than 16) or a 16-byte bitmap where bit b
+    of byte i stands for EPC 0x80 + 0x10 * b + i."""
+    if not edt:
+        raise EchonetError("empty property map")
+    count = edt[0]
+    if count < 16:
+        if len(edt) != 1 + count:
+            raise EchonetError(f"property map of {count} EPCs has {len(edt) - 1} bytes")
+        return frozenset(edt[1:])
+    if len(edt) != 17:
+        raise EchonetError(f"property map of {count} EPCs needs a 16-byte bitmap")
+    return frozenset(
+        0x80 + 0x10 * bit + i for i in range(16) for bit in range(8) if edt[1 + i] >> bit & 1
+    )
+
+
+def encode_property_map(epcs: frozenset[int] | set[int]) -> bytes:
+    if len(epcs) < 16:
+        return bytes((len(epcs), *sorted(epcs)))
+    bitmap = bytearray(16)
+    for epc in epcs:
+        bitmap[epc & 0x0F] |= 1 << ((epc >> 4) - 8)
+    return bytes((len(epcs),)) + bytes(bitmap)
+
+
+def decode_current_date(edt: bytes) -> date:
+    """0x98: the meter's date (its own wall clock)."""
+    if len(edt) != 4:
+        raise EchonetError(f"EPC 0x98 needs 4 bytes, got {len(edt)}")
+    year, month, day = struct.unpack(">HBB", edt)
+    try:
+        return date(year, month, day)
+    except ValueError:
+        raise EchonetError(f"EPC 0x98: impossible date {edt.hex()}") from None
+
+
+def encode_current_date(today: date) -> bytes:
+    return struct.pack(">HBB", today.year, today.month, today.day)
+
+
 # --- scaling and rollover ----------------------------------------------------------------
 
 
@@ -258,3 +381,15 @@ def unwrap(raw: int, digits: int, state: CounterState) -> tuple[int, CounterStat
     if state.last_raw is not None and state.last_raw - raw > modulus // 2:
         wraps += 1
     return raw + wraps * modulus, CounterState(raw, wraps)
+
+
+def unwrap_near(raw: int, digits: int, reference: int | None) -> int:
+    """`raw` plus the whole number of wraps that brings it closest to `reference`.
+
+    For a half-hour register read back from the meter's memory: it lies within days of the
+    live counter (already unwrapped), far less than half the range, so the nearest is right.
+    """
+    if reference is None:
+        return raw
+    modulus = 10**digits
+    return raw + round((reference - raw) / modulus) * modulus

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +11,8 @@ from datetime import UTC, datetime
 from contracts.message import Reading
 from edge import echonet as el
 from edge.skstack import Driver
+
+log = logging.getLogger(__name__)
 
 # The message fields the edge can fill, and the property each one reads.
 FIELD_PROPERTIES: dict[str, int] = {
@@ -67,10 +70,14 @@ class Meter:
     def state(self) -> str:
         return json.dumps({n: [s.last_raw, s.wraps] for n, s in self.counters.items()})
 
-    def read(self) -> Reading | None:
-        """One reading of the configured fields; None when the meter had none of them."""
+    def ensure_scale(self) -> el.Scale:
         if self.scale is None:
             self.scale = read_scale(self.driver)
+        return self.scale
+
+    def read(self) -> Reading | None:
+        """One reading of the configured fields; None when the meter had none of them."""
+        self.ensure_scale()
         values = self.driver.get(tuple(FIELD_PROPERTIES[f] for f in self.fields)).values()
         ts = self.clock()
         measured: dict[str, float] = {}
@@ -92,3 +99,27 @@ class Meter:
             raw, self.scale.digits, self.counters.get(name, el.CounterState())
         )
         return self.scale.kwh(counter)
+
+    def register_reading(
+        self, ts: datetime, import_raw: int | None, export_raw: int | None
+    ) -> Reading | None:
+        """A half-hour register (read back or pushed) as a reading at its boundary: energy
+        only (design.md section 10). Its wraps are those that put it nearest the live counter,
+        so it lines up with the live readings even across a rollover."""
+        scale = self.ensure_scale()
+        measured: dict[str, float] = {}
+        for name, raw in (("energy_import_kwh", import_raw), ("energy_export_kwh", export_raw)):
+            if raw is None or name not in self.fields:
+                continue
+            state = self.counters.get(name)
+            reference = (
+                None
+                if state is None or state.last_raw is None
+                else state.last_raw + state.wraps * 10**scale.digits
+            )
+            counter = el.unwrap_near(raw, scale.digits, reference)
+            if counter < 0:  # before a rollover this edge never counted: no absolute value
+                log.warning("%s register at %s precedes a rollover the edge has not seen", name, ts)
+                continue
+            measured[name] = scale.kwh(counter)
+        return Reading(ts=ts, source=self.source, **measured) if measured else None

@@ -137,6 +137,16 @@ class Outbox:
     def evicted(self) -> int:
         return self._meta("evicted")
 
+    def set_state(self, values: dict[str, str | None]) -> None:
+        """Store (or, for None, remove) state values in one commit: what `python -m edge status`
+        and a restart read back."""
+        with self._transaction():
+            for key, value in values.items():
+                if value is None:
+                    self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+                else:
+                    self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
+
     def state(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None

@@ -1,10 +1,15 @@
-"""SKSTACK IP driver for the ROHM Wi-SUN modules (BP35A1, BP35C0/C2) on a serial port.
+"""SKSTACK IP driver for Wi-SUN B-route modules on a serial port.
+
+Modules: ROHM BP35A1 and BP35C0/C2, and the dual-stack dongles that print a SIDE column
+(Tessera RL7023 Stick-D/DSS, RATOC RS-WSUHA-P); docs/edge.md shows each one's line formats.
 
 The module speaks CRLF-terminated text: commands with an echo and OK / FAIL ERxx, and
 asynchronous lines (EVENT nn, EPANDESC blocks, ERXUDP packets). Parsing a line is a pure
 function; the `Driver` is the only place that reads or writes the port, and every wait in it
 has a deadline. What differs between module families lives in one `ModuleFamily` subclass
-each, so the driver has no `if module == ...`.
+each, so the driver has no `if module == ...`. A line the driver cannot parse (noise, a cut
+EVENT line, a garbled hex field) is logged and counted in `Driver.unparsed`, never raised;
+ECHONET notifications that arrive during any wait (a command's OK among them) are kept.
 
 Secrets: SKSETPWD and SKSETRBID carry the B-route password and ID; `redact` is applied to
 every line the driver logs, in both directions (the module echoes commands back).
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,6 +42,11 @@ CHANNELS = 28
 
 _IPV6 = re.compile(r"[0-9A-F]{4}(:[0-9A-F]{4}){7}")
 _PANDESC_FIELD = re.compile(r"([A-Za-z][A-Za-z ]*):([0-9A-Fa-f]+)")
+# Lines a module prints that the driver reads as they are (the rest are parsed or counted).
+_KNOWN_LINE = re.compile(
+    r"OK( .*)?|FAIL .*|EPANDESC|EVER .*|SK[A-Z0-9]+( .*)?|[RW]OPT( .*)?|"
+    r"[0-9A-F]{4}(:[0-9A-F]{4}){7}|\s*[A-Za-z][A-Za-z ]*:[0-9A-Fa-f]+"
+)
 _SECRET_COMMANDS = re.compile(r"^(SKSETPWD \S+|SKSETRBID) .*$")
 
 
@@ -88,6 +98,7 @@ class UdpPacket:
     sender_lla: str
     secured: bool
     data: bytes
+    rssi: int | None = None  # dBm, on modules that print it (BP35C0 with SA2=1, some dongles)
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,11 @@ class PanDescriptor:
     pan_id: int
     addr: str  # 64-bit MAC address, 16 hex digits
     lqi: int = 0
+
+
+def rssi_from_lqi(lqi: int) -> float:
+    """ROHM's conversion of the EPANDESC LQI (0..255) to dBm."""
+    return round(0.275 * lqi - 104.27, 1)
 
 
 def parse_pan_descriptor(fields: dict[str, str]) -> PanDescriptor:
@@ -152,14 +168,24 @@ class ModuleFamily:
             payload = bytes.fromhex(data)
             length = int(datalen, 16)
             ports = int(rport, 16), int(lport, 16)
+            rssi = int(fields["rssi"], 16) - 256 if "rssi" in fields else None
         except ValueError:
             raise SkstackError(f"ERXUDP with non-hex fields: {line[:80]!r}") from None
         if len(payload) != length:
             raise SkstackError(f"ERXUDP DATALEN {length} but {len(payload)} bytes (binary mode?)")
-        return UdpPacket(sender, dest, *ports, lla, fields["secured"] == "1", payload)
+        return UdpPacket(sender, dest, *ports, lla, fields["secured"] == "1", payload, rssi)
 
     def ensure_hex_output(self, driver: Driver) -> None:
-        """Make ERXUDP carry its data as hex digits (binary data can contain CRLF)."""
+        """Make ERXUDP carry its data as hex digits (binary data can contain CRLF).
+
+        ROPT answers the option bits in hex; bit 0 is the ERXUDP data format (1 = hex).
+        WOPT writes flash (a limited number of times): read first, write only if needed,
+        keeping the other bits.
+        """
+        options = int(driver.command("ROPT").strip() or "0", 16)
+        if not options & 1:
+            log.info("%s: ERXUDP output is binary (ROPT %02X): setting hex", self.name, options)
+            driver.command(f"WOPT {options | 1:02X}")
 
 
 class BP35A1(ModuleFamily):
@@ -167,14 +193,10 @@ class BP35A1(ModuleFamily):
 
     name = "bp35a1"
 
-    def ensure_hex_output(self, driver: Driver) -> None:
-        # WOPT writes flash (a limited number of times): read first, write only if needed.
-        if driver.command("ROPT") != "01":
-            driver.command("WOPT 01")
-
 
 class BP35C0(ModuleFamily):
-    """ROHM BP35C0/BP35C2: dual MAC (side 0 = B-route), hex data; RSSI shown when SA2=1."""
+    """ROHM BP35C0/BP35C2: dual MAC (side 0 = B-route); RSSI before SECURED when SA2=1;
+    output mode checked with ROPT and set to hex with WOPT like the BP35A1."""
 
     name = "bp35c0"
     erxudp_middle = (("secured", "side"), ("rssi", "secured", "side"))
@@ -182,7 +204,26 @@ class BP35C0(ModuleFamily):
     sendto_side = " 0"
 
 
-MODULES: dict[str, type[ModuleFamily]] = {"bp35a1": BP35A1, "bp35c0": BP35C0}
+class DualStackDongle(BP35C0):
+    """Tessera RL7023 Stick-D/DSS, RATOC RS-WSUHA-P and similar dual-stack (B-route + HAN)
+    USB dongles: the BP35C0's SIDE column in ERXUDP, EVENT, SKSCAN and SKSENDTO, but their
+    firmware always prints ERXUDP data in hex and has no ROPT/WOPT (FAIL ER04). A binary line
+    would still be caught: its DATALEN would not match its hex digits."""
+
+    name = "dual-stack"
+
+    def ensure_hex_output(self, driver: Driver) -> None:
+        """Nothing to switch: these dongles print hex only."""
+
+
+MODULES: dict[str, type[ModuleFamily]] = {
+    "bp35a1": BP35A1,
+    "bp35c0": BP35C0,
+    "bp35c2": BP35C0,
+    "rl7023": DualStackDongle,
+    "rs-wsuha-p": DualStackDongle,
+    "dual-stack": DualStackDongle,
+}
 
 
 def module_family(name: str) -> ModuleFamily:
@@ -238,6 +279,9 @@ class Driver:
         self.joined = False
         # ECHONET notifications (INF/INFC) that arrived while waiting for something else.
         self.notifications: deque[echonet.Frame] = deque(maxlen=100)
+        self.unparsed: Counter[str] = Counter()  # lines that could not be parsed, by kind
+        self.rssi: int | None = None  # dBm of the last ERXUDP that carried one
+        self.requests = 0  # ECHONET requests sent since start
 
     # Reading and writing -------------------------------------------------------------
 
@@ -257,25 +301,55 @@ class Driver:
             log.debug("rx %s", redact(line))
         return line
 
-    def _next_line(self, deadline: float) -> str | None:
-        """The next line after the ones that matter at any time have been taken into account."""
+    def _next(self, deadline: float) -> tuple[str, Event | echonet.Frame | None] | None:
+        """The next line and what it means (an EVENT, a frame from the meter, or None), after
+        whatever matters at any time (a session end, a notification) has been taken in."""
         line = self._read_line(deadline)
-        if line is not None:
-            self._observe(line)
-        return line
+        return None if line is None else (line, self._observe(line))
 
-    def _observe(self, line: str) -> None:
+    def _next_line(self, deadline: float) -> str | None:
+        got = self._next(deadline)
+        return None if got is None else got[0]
+
+    def _observe(self, line: str) -> Event | echonet.Frame | None:
+        if not line:
+            return None
+        if not line.isprintable() or "\ufffd" in line:
+            self._count_unparsed("noise", line, "bytes that are not text")
+            return None
         if line.startswith("EVENT"):
-            try:
-                event = self.module.parse_event(line)
-            except (SkstackError, ValueError):
-                log.warning("unparseable EVENT line %r", line[:80])
-                return
-            if event.code in EV_SESSION_ENDED and self.joined:
-                log.warning("PANA session ended (EVENT %02X)", event.code)
-                self.joined = False
-            elif event.code == EV_UDP_SENT and event.param not in (None, "00"):
-                log.info("UDP send reported %s (EVENT 21)", event.param)
+            return self._observe_event(line)
+        if line.startswith("ERXUDP"):
+            frame = self._meter_frame(line)
+            if frame is not None and frame.esv in (echonet.INF, echonet.INFC):
+                self.notifications.append(frame)
+            return frame
+        if not _KNOWN_LINE.fullmatch(line):
+            self._count_unparsed("other", line, "not a line this module prints")
+        return None
+
+    def _observe_event(self, line: str) -> Event | None:
+        try:
+            event = self.module.parse_event(line)
+        except (SkstackError, ValueError) as exc:
+            self._count_unparsed("EVENT", line, exc)
+            return None
+        if event.code in EV_SESSION_ENDED and self.joined:
+            log.warning("PANA session ended (EVENT %02X)", event.code)
+            self.joined = False
+        elif event.code == EV_UDP_SENT and event.param not in (None, "00"):
+            log.info("UDP send reported %s (EVENT 21)", event.param)
+        return event
+
+    def _count_unparsed(self, kind: str, line: str, why: object) -> None:
+        self.unparsed[kind] += 1
+        log.warning(
+            "ignored an unparseable %s line (%d so far): %s: %r",
+            kind,
+            self.unparsed[kind],
+            why,
+            line[:80],
+        )
 
     def _deadline(self, seconds: float) -> float:
         return self.clock() + seconds
@@ -325,7 +399,8 @@ class Driver:
         self.command(self.module.scan_command(duration))
         found: PanDescriptor | None = None
         block: dict[str, str] | None = None
-        while (line := self._next_line(deadline)) is not None:
+        while (got := self._next(deadline)) is not None:
+            line, parsed = got
             field_match = _PANDESC_FIELD.fullmatch(line)
             if block is not None and field_match:
                 block[field_match[1]] = field_match[2]
@@ -337,7 +412,7 @@ class Driver:
                 block = None
             if line == "EPANDESC":
                 block = {}
-            elif self.module.parse_event(line).code == EV_SCAN_DONE:
+            elif isinstance(parsed, Event) and parsed.code == EV_SCAN_DONE:
                 return found
         raise ModuleTimeout(f"SKSCAN duration {duration}: no EVENT 22 in time")
 
@@ -367,10 +442,11 @@ class Driver:
         ipaddr = self.link_local_address(pan.addr)
         self.command(f"SKJOIN {ipaddr}")
         deadline = self._deadline(self.settings.join_timeout_s)
-        while (line := self._next_line(deadline)) is not None:
-            if not line.startswith("EVENT"):
+        while (got := self._next(deadline)) is not None:
+            parsed = got[1]
+            if not isinstance(parsed, Event):
                 continue
-            code = self.module.parse_event(line).code
+            code = parsed.code
             if code == EV_PANA_OK:
                 self.pan, self.meter_ip, self.joined = pan, ipaddr, True
                 self._unanswered = 0
@@ -407,7 +483,22 @@ class Driver:
         self._tid = self._tid % 0xFFFF + 1
         return self._tid
 
-    def send_frame(self, frame: bytes) -> None:
+    def get(self, epcs: tuple[int, ...]) -> echonet.Frame:
+        """Get_Res or Get_SNA of the meter for the properties; raises NoAnswer or SessionLost."""
+        tid = self._next_tid()
+        return self._exchange(echonet.get_request(tid, epcs), tid)
+
+    def set(self, properties: tuple[tuple[int, bytes], ...]) -> echonet.Frame:
+        """Set_Res or SetC_SNA of the meter (SetC); raises NoAnswer or SessionLost."""
+        tid = self._next_tid()
+        return self._exchange(echonet.set_request(tid, properties), tid)
+
+    def _exchange(self, frame: bytes, tid: int) -> echonet.Frame:
+        """Send one request and wait for the meter's answer with its TID.
+
+        SKSENDTO's OK is not waited for on its own: when noise garbles it, the answer that
+        follows is still taken. Notifications that come meanwhile are kept.
+        """
         if not self.joined or self.meter_ip is None:
             raise SessionLost("no PANA session")
         # Spacing: the meter drops requests that come too fast, and ARIB STD-T108 limits
@@ -418,22 +509,19 @@ class Driver:
         header = self.module.sendto_header(self.meter_ip, echonet.UDP_PORT, len(frame))
         self._write(header.encode("ascii") + frame, f"{header}<{len(frame)} bytes>")
         self._last_send = self.clock()
-        self._await_ok("SKSENDTO", self._deadline(self.settings.command_timeout_s))
-
-    def get(self, epcs: tuple[int, ...]) -> echonet.Frame:
-        """Get_Res or Get_SNA of the meter for the properties; raises NoAnswer or SessionLost."""
-        tid = self._next_tid()
-        self.send_frame(echonet.get_request(tid, epcs))
+        self.requests += 1
         deadline = self._deadline(self.settings.answer_timeout_s)
-        while self.joined and (line := self._next_line(deadline)) is not None:
-            frame = self._meter_frame(line)
-            if frame is None:
-                continue
-            if frame.esv in (echonet.GET_RES, echonet.GET_SNA) and frame.tid == tid:
+        while self.joined and (got := self._next(deadline)) is not None:
+            line, parsed = got
+            if line.startswith("FAIL"):
+                raise CommandFailed(f"SKSENDTO: {line}")
+            if (
+                isinstance(parsed, echonet.Frame)
+                and parsed.tid == tid
+                and parsed.esv in echonet.ANSWERS
+            ):
                 self._unanswered = 0
-                return frame
-            if frame.esv in (echonet.INF, echonet.INFC):
-                self.notifications.append(frame)
+                return parsed
         if not self.joined:
             raise SessionLost("PANA session ended while waiting for an answer")
         self._unanswered += 1
@@ -444,16 +532,16 @@ class Driver:
 
     def _meter_frame(self, line: str) -> echonet.Frame | None:
         """The ECHONET frame of an ERXUDP line from the meter's ECHONET port, else None."""
-        if not line.startswith("ERXUDP"):
-            return None
         try:
             packet = self.module.parse_erxudp(line)
             if packet.sender != self.meter_ip or packet.rport != echonet.UDP_PORT:
                 return None  # PANA traffic, or another node
             frame = echonet.decode_frame(packet.data)
         except (SkstackError, echonet.EchonetError) as exc:
-            log.warning("ignored a malformed packet: %s", exc)
+            self._count_unparsed("ERXUDP", line, exc)
             return None
+        if packet.rssi is not None:
+            self.rssi = packet.rssi
         return frame if frame.seoj == echonet.SMART_METER else None
 
     def take_notifications(self) -> list[echonet.Frame]:

@@ -140,3 +140,49 @@ def test_small_drop_is_a_reset_not_a_wrap() -> None:
     value, state = el.unwrap(100, 6, el.CounterState(last_raw=5000, wraps=2))
     assert value == 2_000_100
     assert state.wraps == 2
+
+
+# --- the meter's memory ------------------------------------------------------------------
+
+
+def test_history_register_layout() -> None:
+    # 0xE2: day 1 (2 bytes), then 48 counters from 00:00; FFFFFFFE is "no data".
+    raws = [1000 + i for i in range(47)] + [None]
+    edt = el.encode_history(1, raws)
+    assert edt[:6] == frame("0001 000003E8") and edt[-4:] == frame("FFFFFFFE")
+    assert el.decode_history(edt) == (1, raws)
+    with pytest.raises(el.EchonetError, match="needs 194 bytes"):
+        el.decode_history(edt[:-1])
+
+
+def test_history2_time_and_points() -> None:
+    newest = datetime(2025, 12, 17, 13, 30)
+    assert el.encode_history2_time(newest, 6) == frame("07E9 0C 11 0D 1E 06")
+    assert el.decode_history2_time(frame("07E9 0C 11 0D 1E 06")) == (newest, 6)
+    edt = el.encode_history2(newest, [(500, 7), (None, None)])
+    assert edt == frame("07E9 0C 11 0D 1E 02 000001F4 00000007 FFFFFFFE FFFFFFFE")
+    assert el.decode_history2(edt) == (newest, [(500, 7), (None, None)])
+    with pytest.raises(el.EchonetError, match="2 points need 23 bytes"):
+        el.decode_history2(edt[:-1])
+    with pytest.raises(el.EchonetError, match=r"outside 1\.\.12"):
+        el.encode_history2_time(newest, 13)
+
+
+def test_property_maps_as_a_list_and_as_a_bitmap() -> None:
+    assert el.decode_property_map(frame("03 80 E7 9F")) == {0x80, 0xE7, 0x9F}
+    bitmap = bytearray(17)
+    bitmap[0] = 16
+    bitmap[1 + 0x0] |= 1 << 0  # 0x80
+    bitmap[1 + 0x7] |= 1 << 6  # 0xE7
+    bitmap[1 + 0xF] |= 1 << 1  # 0x9F
+    assert el.decode_property_map(bytes(bitmap)) == {0x80, 0xE7, 0x9F}
+    many = frozenset(range(0xD0, 0xF0))
+    assert el.decode_property_map(el.encode_property_map(many)) == many
+
+
+def test_unwrap_near_a_live_counter() -> None:
+    # 6 digits: the live counter is at 1,000,500 (one wrap); a register of 999,900 from
+    # before the wrap is 999,900; one of 300 from after it is 1,000,300.
+    assert el.unwrap_near(999_900, 6, 1_000_500) == 999_900
+    assert el.unwrap_near(300, 6, 1_000_500) == 1_000_300
+    assert el.unwrap_near(300, 6, None) == 300

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import queue
 import signal
@@ -19,9 +21,9 @@ import pytest
 
 from contracts.message import Reading, parse_payload
 from contracts.mqtt import MqttSettings, make_client
-from devstack.secure_broker import SecureMosquittoServer
+from devstack.secure_broker import DEPLOY_DIR, SecureMosquittoServer
 from edge.outbox import Outbox
-from edge.publisher import Publisher, PublisherSettings
+from edge.publisher import REFUSAL_KEY, Publisher, PublisherSettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,9 +87,12 @@ def subscribed(broker: SecureMosquittoServer, client_id: str) -> Iterator[Subscr
         sub.close()
 
 
-def edge_mqtt(broker: SecureMosquittoServer) -> MqttSettings:
+def edge_mqtt(broker: SecureMosquittoServer, protocol: str = "3.1.1") -> MqttSettings:
     return MqttSettings.from_url(
-        broker.url_for("edge"), ca_cert=str(broker.ca_path), client_id="edge-test"
+        broker.url_for("edge"),
+        ca_cert=str(broker.ca_path),
+        client_id="edge-test",
+        protocol=protocol,
     )
 
 
@@ -165,17 +170,90 @@ def test_nothing_is_deleted_without_a_puback(tmp_path) -> None:
         assert outbox.pending() == 1
 
 
+WRONG_ACL = """user edge
+topic write home/somewhere-else
+user gateway
+topic read home/power
+topic read home/power/#
+"""
+
+
+def edge_status(outbox: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "status"],
+        cwd=REPO,
+        env={**os.environ, "EDGE_OUTBOX_PATH": str(outbox)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+class MisconfiguredBroker(SecureMosquittoServer):
+    """deploy/mosquitto with an operator's mistake: the edge may not write its topic."""
+
+    def _prepare_secrets(self) -> None:
+        super()._prepare_secrets()
+        (self.config_dir / "aclfile").write_text(WRONG_ACL)
+
+    def fix_acl(self) -> None:
+        """The operator corrects the ACL and reloads the broker (SIGHUP), no restart."""
+        (self.config_dir / "aclfile").write_text((DEPLOY_DIR / "aclfile").read_text())
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
+
+def test_a_refused_publish_keeps_its_readings_until_the_acl_is_fixed(tmp_path, caplog) -> None:
+    path = tmp_path / "outbox.db"
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+    settings = PublisherSettings(batch_size=10, idle_wait_s=0.05, refused_retry_s=0.3)
+    with (
+        MisconfiguredBroker(tmp_path / "broker") as broker,
+        Outbox(path) as outbox,
+        subscribed(broker, "sub-refused") as sub,
+    ):
+        outbox.add_many(
+            Reading(ts=T0 + timedelta(seconds=i), source="meter1", instant_power_w=float(i))
+            for i in range(25)
+        )
+        publisher = Publisher(path, edge_mqtt(broker, protocol="5"), settings).start()
+        try:
+            wait_for(lambda: publisher.refused >= 6, 30, "refusals and retries")
+            assert outbox.pending() == 25 and publisher.delivered == 0
+            refusal = json.loads(outbox.state(REFUSAL_KEY) or "{}")
+            assert refusal["reason"] == "Not authorized" and refusal["refused"] >= 6
+            assert not sub.collect()
+            status = edge_status(path)
+            assert "REFUSING publishes since" in status and "Not authorized (0x87)" in status
+            assert "pending         25 readings" in status
+            broker.fix_acl()
+            wait_for(lambda: outbox.pending() == 0, 30, "delivery after the ACL fix")
+            wait_for(lambda: len(sub.seqs()) == 25, 15, "every reading at the subscriber")
+        finally:
+            publisher.stop()
+        assert outbox.state(REFUSAL_KEY) is None
+    assert "broker          accepting (last delivery 20" in edge_status(path)
+    assert sub.seqs() == set(range(1, 26))
+    refusal_logs = [r for r in caplog.records if "refused a publish" in r.getMessage()]
+    assert len(refusal_logs) == 1  # once per kind, not once per retry
+    assert "Not authorized" in refusal_logs[0].getMessage()
+
+
 # --- the edge process: simulator -> python -m edge -> broker -----------------------------
 
 
-def start_simulator(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
+def start_simulator(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.simulator", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "simulator.log").open("ab"),
         text=True,
-        env={**os.environ, "BROUTE_ID": ROUTE_B_ID, "BROUTE_PASSWORD": PASSWORD},
+        env={**os.environ, "BROUTE_ID": ROUTE_B_ID, "BROUTE_PASSWORD": PASSWORD, **(env or {})},
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
@@ -265,14 +343,28 @@ def test_broker_outage_and_kill9_lose_nothing(private_broker, tmp_path) -> None:
     assert sub.seqs() == set(range(1, last + 1))
     points = {(r.source, r.ts): r for r in readings}
     assert len(points) == last
-    assert all(r.energy_import_kwh is not None and r.instant_power_w is not None for r in readings)
+    assert all(r.energy_import_kwh is not None for r in readings)
+    # Live readings carry power; the meter's half-hour registers (read back from its memory
+    # on this first start) carry energy only, at their boundary.
+    registers = [r for r in readings if r.instant_power_w is None]
+    assert registers and all(r.ts.minute % 30 == 0 and r.ts.second == 0 for r in registers)
+    assert len(registers) < len(readings)
     log_text = log.read_text()
     assert PASSWORD not in log_text and ROUTE_B_ID not in log_text
     assert "SKSETPWD C ***" in log_text
 
 
-def test_edge_refuses_a_bad_configuration(tmp_path) -> None:
-    env = {**os.environ, "EDGE_SERIAL_PORT": "/dev/null", "EDGE_MODULE": "bp35x9"}
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"EDGE_MODULE": "bp35x9"}, "EDGE_MODULE 'bp35x9'"),
+        ({"EDGE_RECOVERY_DAYS": "120"}, "EDGE_RECOVERY_DAYS must be 0..99, got 120"),
+        ({"EDGE_RECOVERY_REQUESTS_PER_MINUTE": "0"}, "must be positive, got 0.0"),
+        ({"EDGE_METER_TZ": "Mars/Olympus"}, "EDGE_METER_TZ 'Mars/Olympus' is not a time zone"),
+    ],
+)
+def test_edge_refuses_a_bad_configuration(setting: dict[str, str], message: str) -> None:
+    env = {**os.environ, "EDGE_SERIAL_PORT": "/dev/null", **setting}
     result = subprocess.run(
         [sys.executable, "-m", "edge"],
         cwd=REPO,
@@ -281,5 +373,6 @@ def test_edge_refuses_a_bad_configuration(tmp_path) -> None:
         text=True,
         timeout=30,
     )
-    assert result.returncode != 0
-    assert "EDGE_MODULE 'bp35x9'" in result.stderr
+    assert result.returncode == 1  # SystemExit with a message
+    assert result.stderr.startswith("edge: ")
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -13,7 +13,15 @@ import serial
 
 from edge import echonet as el
 from edge.credentials import Credentials, CredentialsError
-from edge.simulator import METER_IP, Faults, ModuleSim, PtyServer, SimulatedMeter
+from edge.simulator import (
+    METER_IP,
+    Faults,
+    ModuleSim,
+    PtyServer,
+    SimulatedMeter,
+    VirtualClock,
+    VirtualPort,
+)
 from edge.skstack import (
     BP35A1,
     BP35C0,
@@ -130,7 +138,7 @@ def test_credentials_from_env_or_files(tmp_path) -> None:
 # --- against the simulator ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["bp35a1", "bp35c0"])
+@pytest.mark.parametrize("family", ["bp35a1", "bp35c0", "rl7023", "rs-wsuha-p"])
 def test_join_and_read(family: str) -> None:
     with simulated(family, unit_kwh=Decimal("0.01"), start_raw=12_345) as (driver, sim):
         driver.connect()
@@ -141,9 +149,10 @@ def test_join_and_read(family: str) -> None:
         assert el.decode_instant_power(values[0xE7]) > 0
         assert el.decode_cumulative(values[0xE0]) >= 12_345
         assert el.decode_unit(values[0xE1]) == Decimal("0.01")
-    # The BP35A1 ships in binary mode: the driver reads the option and switches it once.
+    # ROHM modules ship in binary mode: the driver reads the option and switches it once;
+    # the dual-stack dongles print hex only and have no ROPT/WOPT.
     wopt = [c for c in sim.commands if c.startswith(("ROPT", "WOPT"))]
-    assert wopt == (["ROPT", "WOPT 01"] if family == "bp35a1" else [])
+    assert wopt == (["ROPT", "WOPT 01"] if family.startswith("bp35") else [])
 
 
 def test_unknown_property_comes_back_as_get_sna() -> None:
@@ -247,3 +256,31 @@ def test_requests_are_spaced() -> None:
         for _ in range(3):
             driver.get((el.EPC_INSTANT_POWER,))
         assert time.monotonic() - started >= 2 * 0.3
+
+
+def test_a_push_between_sendto_and_its_ok_is_kept(caplog) -> None:
+    boundary = 1_764_000_000.0 // 1800 * 1800 + 1800
+    clock = VirtualClock(boundary - 30)
+    sim = ModuleSim(SimulatedMeter(clock=clock.time), "rl7023", clock=clock.time)
+    driver = Driver(
+        VirtualPort(sim, clock),
+        module_family("rl7023"),
+        Credentials(ROUTE_B_ID, PASSWORD),
+        FAST,
+        clock=clock.time,
+        sleep=clock.sleep,
+    )
+    driver.connect()
+    clock.sleep(boundary - clock.time())  # the half hour passes as the request goes out
+    caplog.set_level(logging.DEBUG, logger="edge.skstack")
+    answer = driver.get((el.EPC_INSTANT_POWER,))
+    received = [r.getMessage()[3:10] for r in caplog.records if r.getMessage().startswith("rx ")]
+    echo = received.index("SKSENDT")
+    assert received[echo : echo + 5] == ["SKSENDT", "EVENT 2", "ERXUDP ", "OK", "ERXUDP "]
+    assert answer.esv == el.GET_RES
+    # The module printed the INF after SKSENDTO's EVENT 21 and before its OK.
+    (push,) = driver.take_notifications()
+    when, raw = el.decode_fixed_time(push.values()[el.EPC_FIXED_TIME_NORMAL])
+    assert when is not None and when.minute in (0, 30) and when.second == 0
+    assert raw == sim.meter.raw_counter(boundary)
+    assert sim.intact[-2][0] == "push" and sim.intact[-1][0] == "answer"  # type: ignore[index]
