@@ -1,6 +1,9 @@
 """The daily pipeline, as Luigi tasks: `luigi --module pipeline DuckLoadDay --date 2025-12-17`."""
 
 import logging
+import warnings
+
+from luigi.parameter import UnconsumedParameterWarning
 
 from pipeline import runlog  # noqa: F401  (registers the run-log event handlers)
 from pipeline.errors import OneLineExpectedFailures
@@ -8,5 +11,15 @@ from pipeline.ranges import RangeDaily
 from pipeline.tasks import DbtBuild, DuckLoadDay, ExtractDay, ParquetDay
 
 logging.getLogger("luigi-interface").addFilter(OneLineExpectedFailures())
+
+# Luigi's own noise on every run, not the user's business: it does read [core] rpc-retry-*
+# and default-scheduler-* (through aliases its check does not know), and RangeDaily's
+# param_name defaults to None.
+warnings.filterwarnings(
+    "ignore",
+    "The configuration contains the parameter '(rpc_retry_|default_scheduler_)",
+    UnconsumedParameterWarning,
+)
+warnings.filterwarnings("ignore", 'Parameter "param_name" with value "None"', UserWarning)
 
 __all__ = ["DbtBuild", "DuckLoadDay", "ExtractDay", "ParquetDay", "RangeDaily"]

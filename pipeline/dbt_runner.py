@@ -27,6 +27,8 @@ from dbt.cli.main import dbtRunner, dbtRunnerResult  # noqa: E402
 # line twice; the caller's logging stays as it was.
 logging.getLogger().handlers[:] = _root_handlers
 
+from pipeline.errors import PipelineError  # noqa: E402
+
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 
 # Statuses of dbt result nodes that fail a build (a test's error has RunStatus.Error's value).
@@ -35,7 +37,7 @@ _FAILED_STATUSES = frozenset({str(RunStatus.Error), str(TestStatus.Fail)})
 _MESSAGE_CHARS = 400
 
 
-class DbtBuildError(RuntimeError):
+class DbtBuildError(PipelineError):
     """dbt build failed; the message names the failing models and tests."""
 
 
@@ -52,12 +54,14 @@ def run_dbt_build(
     end_date: date | None = None,
     full_refresh: bool = False,
     time_zone: str | None = None,
+    memory_limit: str | None = None,
 ) -> DbtBuildResult:
     """Build every model and run every test of the project on `duckdb_path`.
 
     With `start_date` (and `end_date`, default the same day) the energy marts rebuild only
     those local days and their neighbours; without, or with `full_refresh`, everything.
-    `time_zone` overrides the project's var `tz` (the pipeline time zone, default Asia/Tokyo).
+    `time_zone` overrides the project's var `tz` (the pipeline time zone, default Asia/Tokyo);
+    `memory_limit` is DuckDB's for dbt's queries (the profile reads it as DUCKDB_MEMORY_LIMIT).
     dbt's target and log folders go next to the DuckDB file, not into the repository.
     """
     duckdb_path = Path(duckdb_path).resolve()
@@ -79,7 +83,10 @@ def run_dbt_build(
     if full_refresh:
         args.append("--full-refresh")
 
-    with _environment(DUCKDB_PATH=str(duckdb_path)):
+    profile_env = {"DUCKDB_PATH": str(duckdb_path)}
+    if memory_limit is not None:
+        profile_env["DUCKDB_MEMORY_LIMIT"] = memory_limit
+    with _environment(**profile_env):
         try:
             outcome = dbtRunner().invoke(args)
         finally:

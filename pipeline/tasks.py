@@ -384,7 +384,11 @@ class DbtBuild(PipelineTask):
 
         with live_warehouse().publishing() as path:
             result = run_dbt_build(
-                path, start_date=days[0], end_date=days[-1], time_zone=calendar().tz
+                path,
+                start_date=days[0],
+                end_date=days[-1],
+                time_zone=calendar().tz,
+                memory_limit=storage().duckdb_memory_limit,
             )
             with connect(path) as con:
                 marked = mark_dbt_days(con, self.get_task_family(), days)

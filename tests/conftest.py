@@ -7,7 +7,9 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -132,6 +134,18 @@ class PipelineEnv:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def minute_lines(n: int, day: date, source: str = "meter1", tz: str = "Asia/Tokyo") -> list[str]:
+    """Line protocol for `n` readings a minute apart from the local day's midnight."""
+    from pipeline.days import day_window_utc
+
+    start = int(day_window_utc(day, ZoneInfo(tz))[0].timestamp() * 1000)
+    return [
+        f"power,source={source} instant_power_w={i}.0,energy_import_kwh={i / 10} "
+        f"{start + i * 60_000}"
+        for i in range(n)
+    ]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from conftest import minute_lines
 
 from pipeline.days import day_window_utc
 
@@ -23,12 +24,7 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 def day_lines(n: int, source: str = "meter1", day: date = DAY) -> list[str]:
-    start = int(day_window_utc(day, TOKYO)[0].timestamp() * 1000)
-    return [
-        f"power,source={source} instant_power_w={i}.0,energy_import_kwh={i / 10} "
-        f"{start + i * 60_000}"
-        for i in range(n)
-    ]
+    return minute_lines(n, day, source)
 
 
 def landing_rows(env, day: date = DAY) -> int:

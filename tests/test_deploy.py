@@ -275,7 +275,8 @@ def test_compose_luigi_config_overrides_the_repository_one() -> None:
     # Luigi reads luigi.cfg from the working folder (/app in the image), then LUIGI_CONFIG_PATH.
     script = (
         "import luigi.configuration as c, luigi.interface as i; "
-        "print(i.core().scheduler_url, c.get_config().get('task_history', 'db_connection'))"
+        "core = i.core(); url = f'http://{core.scheduler_host}:{core.scheduler_port}'; "
+        "print(url, c.get_config().get('task_history', 'db_connection'))"
     )
     env = {**os.environ, "LUIGI_CONFIG_PATH": "deploy/luigi/compose.cfg"}
     result = subprocess.run(
