@@ -1,7 +1,16 @@
 """The daily pipeline, as Luigi tasks: `luigi --module pipeline DuckLoadDay --date 2025-12-17`."""
 
 from pipeline import runlog  # noqa: F401  (registers the run-log event handlers)
+from pipeline.outputs import HomeAssistantPublishDay, InfluxWriteBackDay
 from pipeline.ranges import RangeDaily
 from pipeline.tasks import DbtBuild, DuckLoadDay, ExtractDay, ParquetDay
 
-__all__ = ["DbtBuild", "DuckLoadDay", "ExtractDay", "ParquetDay", "RangeDaily"]
+__all__ = [
+    "DbtBuild",
+    "DuckLoadDay",
+    "ExtractDay",
+    "HomeAssistantPublishDay",
+    "InfluxWriteBackDay",
+    "ParquetDay",
+    "RangeDaily",
+]
