@@ -126,4 +126,4 @@ def publish(settings: MqttSettings, messages: list[Message], timeout_s: float) -
             f"the MQTT broker refused {len(refused)} publish(es), e.g. {topics[mid]} ({reason}); "
             "check its ACL (deploy/mosquitto/aclfile, user pipeline)"
         )
-    logger.info("published %d Home Assistant message(s) to %s", len(messages), settings)
+    logger.info("published %d message(s) to %s", len(messages), settings)
