@@ -124,6 +124,6 @@ def publish(settings: MqttSettings, messages: list[Message], timeout_s: float) -
         mid, reason = refused[0]
         raise PipelineError(
             f"the MQTT broker refused {len(refused)} publish(es), e.g. {topics[mid]} ({reason}); "
-            "check its ACL (deploy/mosquitto/aclfile, user pipeline)"
+            f"check its ACL (deploy/mosquitto/aclfile) for user {settings.username}"
         )
     logger.info("published %d message(s) to %s", len(messages), settings)
