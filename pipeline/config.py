@@ -17,6 +17,7 @@ from luigi.parameter import ParameterVisibility
 from contracts.homeassistant import DISCOVERY_PREFIX
 from contracts.influx import InfluxSettings
 from contracts.mqtt import MqttSettings
+from pipeline.errors import PipelineError
 
 
 class _EnvOverride:
@@ -215,12 +216,15 @@ class mqtt(luigi.Config):
 
     def settings(self) -> MqttSettings:
         # MQTT 5, so a publish the ACL refuses comes back as "Not authorized", not silence.
-        return MqttSettings.from_url(
-            self.broker_url,
-            ca_cert=self.tls_ca_cert or None,
-            client_id=self.client_id,
-            protocol="5",
-        )
+        try:
+            return MqttSettings.from_url(
+                self.broker_url,
+                ca_cert=self.tls_ca_cert or None,
+                client_id=self.client_id,
+                protocol="5",
+            )
+        except ValueError as e:  # its message shows the URL without the password
+            raise PipelineError(str(e)) from None
 
 
 class homeassistant(luigi.Config):

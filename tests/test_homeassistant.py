@@ -20,6 +20,8 @@ import json
 import queue
 import re
 import ssl
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -507,3 +509,25 @@ def healthy(gateway: GatewayServer) -> bool:
         return httpx.get(f"{gateway.url}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_bad_broker_url_fails_in_one_line_without_the_password(ha_env, monkeypatch) -> None:
+    monkeypatch.setenv("MQTT_BROKER_URL", "http://pipeline:s3cret@broker:8883")
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("luigi")),
+            "--module",
+            "pipeline",
+            "HomeAssistantPublishDay",
+            "--date",
+            str(ha_env.days[-1]),
+            "--local-scheduler",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 40
+    assert "MQTT_BROKER_URL must start with mqtt:// or mqtts://" in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+    assert not HomeAssistantPublishDay(date=ha_env.days[-1]).complete()
