@@ -55,6 +55,22 @@ FORECAST_MEASUREMENT = "energy_forecast"
 FORECAST_TABLE = "fct_energy_forecast"
 FORECAST_FIELDS = ("value_kwh", "lower_kwh", "upper_kwh", "horizon", "level")
 WRITE_BATCH = 5000
+# Days whose points are held in memory at once (a month of 10 meters is ~15,000 points).
+DAYS_PER_WRITE = 31
+
+
+def write_back(
+    con: duckdb.DuckDBPyConnection, days: Iterable[date], zone: tzinfo, settings: InfluxSettings
+) -> int:
+    """Write the days' points a month at a time, newest first; the number of points."""
+    days = sorted(set(days), reverse=True)
+    written = 0
+    for i in range(0, len(days), DAYS_PER_WRITE):
+        points = mart_points(con, days[i : i + DAYS_PER_WRITE], zone)
+        if not write_points(settings, points):
+            break  # the rest is older still: beyond the retention policy too
+        written += len(points)
+    return written
 
 
 def mart_points(con: duckdb.DuckDBPyConnection, days: Iterable[date], zone: tzinfo) -> list[dict]:
@@ -121,11 +137,12 @@ def _midnight_ms(day: date, zone: tzinfo) -> int:
     return int(day_window_utc(day, zone)[0].timestamp() * 1000)
 
 
-def write_points(settings: InfluxSettings, points: list[dict]) -> None:
-    """Write the points; a failure is one line naming InfluxDB's answer (the task reruns).
+def write_points(settings: InfluxSettings, points: list[dict]) -> bool:
+    """Write the points; False when InfluxDB dropped some as older than its retention policy.
 
-    Newest first: when InfluxDB drops a batch's points beyond its retention policy, every
-    later batch is older still and would be dropped too, so the write can stop there.
+    A failure is one line naming InfluxDB's answer (the task reruns). Newest first: when
+    InfluxDB drops a batch's points beyond its retention policy, every later batch is older
+    still and would be dropped too, so the write can stop there.
     """
     client = make_client(settings)
     newest_first = sorted(points, key=lambda p: p["time"], reverse=True)
@@ -136,9 +153,10 @@ def write_points(settings: InfluxSettings, points: list[dict]) -> None:
             # InfluxDB keeps what its retention allows and drops the older days: not an error,
             # Grafana simply cannot show days InfluxDB no longer keeps.
             logger.warning("InfluxDB dropped points older than its retention policy: %s", e)
-            return
+            return False
         raise PipelineError(f"InfluxDB refused the marts at {settings.url}: {e}") from None
     except (InfluxDBServerError, RequestException) as e:
         raise PipelineError(f"InfluxDB at {settings.url} did not take the marts: {e}") from None
     finally:
         client.close()
+    return True

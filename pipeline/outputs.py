@@ -24,7 +24,7 @@ from pipeline import config
 from pipeline.days import LocalDaysParameter
 from pipeline.failpoints import failpoint
 from pipeline.ha_publish import household_messages, publish
-from pipeline.influx_marts import mart_points, write_points
+from pipeline.influx_marts import write_back
 from pipeline.partitions import fsync_path
 from pipeline.tasks import DbtBuild, PipelineTask, _as_day, _task_class
 from pipeline.warehouse import connect, marker_ids, read_markers
@@ -137,11 +137,10 @@ class InfluxWriteBackDay(OutputDayTask):
     def write_outputs(
         self, con: duckdb.DuckDBPyConnection, days: list[date], zone: tzinfo
     ) -> dict[str, object]:
-        points = mart_points(con, days, zone)
-        write_points(config.influx().settings(), points)
-        self.rows_written = len(points)
-        self.report(1.0, f"{len(points):,} points written to InfluxDB")
-        return {"points": len(points)}
+        points = write_back(con, days, zone, config.influx().settings())
+        self.rows_written = points
+        self.report(1.0, f"{points:,} points written to InfluxDB")
+        return {"points": points}
 
 
 class HomeAssistantPublishDay(OutputDayTask):

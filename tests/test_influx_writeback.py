@@ -265,3 +265,17 @@ def by_source(rows: list[tuple], column: str) -> dict:
     for source, day, value in sorted(rows):
         series.setdefault((source, column), []).append((midnight_ms(day), value))
     return series
+
+
+def test_days_older_than_influxdbs_retention_are_skipped_with_a_warning(
+    marts, influx, caplog: pytest.LogCaptureFixture
+) -> None:
+    # December 2025 is far older than a week: InfluxDB drops every point and says so.
+    influx.query(
+        'CREATE RETENTION POLICY "week" ON "home_energy" DURATION 7d REPLICATION 1 DEFAULT'
+    )
+    days = DaySet(marts.days)
+    assert build(InfluxWriteBackDay(date=days))
+    assert influx_points() == {name: [] for name in MEASUREMENTS}
+    assert "older than its retention policy" in caplog.text
+    assert InfluxWriteBackDay(date=days).complete()  # not retried every night
