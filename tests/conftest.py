@@ -89,14 +89,7 @@ class PipelineEnv:
             assert resp.status == 204
 
     def build(self, *tasks: object) -> bool:
-        """Run tasks in this process with a local scheduler; True when all succeeded."""
-        import luigi
-        from luigi.task_register import Register
-
-        Register.clear_instance_cache()  # Config objects read the environment when made
-        result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
-        Register.clear_instance_cache()
-        return result.scheduling_succeeded
+        return build_here(*tasks)
 
     def command(self, *args: str) -> list[str]:
         """The real `luigi --module pipeline ...` command, or `python -m ...` for args '-m', ..."""
@@ -126,6 +119,17 @@ class PipelineEnv:
 REPO = Path(__file__).resolve().parent.parent
 
 
+def build_here(*tasks: object) -> bool:
+    """Run tasks in this process with a local scheduler; True when all succeeded."""
+    import luigi
+    from luigi.task_register import Register
+
+    Register.clear_instance_cache()  # Config objects read the environment when made
+    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
+    Register.clear_instance_cache()
+    return result.scheduling_succeeded
+
+
 @pytest.fixture
 def pipeline_env(
     influx: InfluxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -149,6 +153,9 @@ class MartsWarehouse:
     env: dict[str, str]  # PARQUET_BASE_DIR, TZ, SOURCE_DEFAULT (DUCKDB_PATH is per test)
     days: list[date]
     sources: tuple[str, ...]
+
+    def build(self, *tasks: object) -> bool:
+        return build_here(*tasks)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,6 @@ from zoneinfo import ZoneInfo
 import duckdb
 import httpx
 import jinja2
-import luigi
 import paho.mqtt.client as paho
 import pytest
 from luigi.task_register import Register
@@ -314,13 +313,6 @@ def ha_env(marts, mosquitto_tls: SecureMosquittoServer, monkeypatch: pytest.Monk
     return marts
 
 
-def build(*tasks: luigi.Task) -> bool:
-    Register.clear_instance_cache()
-    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
-    Register.clear_instance_cache()
-    return result.scheduling_succeeded
-
-
 def latest_figures(live: Path) -> dict[tuple[str, str], tuple]:
     """(source, key) -> what HA should get, straight from DuckDB."""
     with duckdb.connect(str(live), read_only=True) as con:
@@ -347,7 +339,7 @@ def latest_figures(live: Path) -> dict[tuple[str, str], tuple]:
 def test_pipeline_publishes_retained_sensors_home_assistant_can_read(
     ha_env, mosquitto_tls: SecureMosquittoServer
 ) -> None:
-    assert build(HomeAssistantPublishDay(date=DaySet(ha_env.days)))
+    assert ha_env.build(HomeAssistantPublishDay(date=DaySet(ha_env.days)))
     assert HomeAssistantPublishDay.bulk_complete(iter(ha_env.days)) == ha_env.days
     expected = latest_figures(ha_env.duckdb)
     assert {source for source, _ in expected} == set(ha_env.sources)

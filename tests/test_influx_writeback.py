@@ -12,9 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
-import luigi
 import pytest
-from luigi.task_register import Register
 
 from contracts.influx import InfluxSettings, make_client
 from pipeline.days import DaySet
@@ -25,13 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 JST = ZoneInfo("Asia/Tokyo")
 MEASUREMENTS = ("energy_daily", "energy_cost_daily", "energy_forecast")
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "home-energy.json"
-
-
-def build(*tasks: luigi.Task) -> bool:
-    Register.clear_instance_cache()  # Config objects read the environment when made
-    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
-    Register.clear_instance_cache()
-    return result.scheduling_succeeded
 
 
 def influx_points() -> dict[str, list[dict]]:
@@ -56,7 +47,7 @@ def midnight_ms(day) -> int:
 
 
 def test_the_marts_arrive_as_their_own_measurements(marts) -> None:
-    assert build(InfluxWriteBackDay(date=DaySet(marts.days)))
+    assert marts.build(InfluxWriteBackDay(date=DaySet(marts.days)))
     points = influx_points()
 
     daily = warehouse_rows(
@@ -103,7 +94,7 @@ def test_the_marts_arrive_as_their_own_measurements(marts) -> None:
 
 def test_a_rerun_leaves_exactly_the_same_points(marts) -> None:
     days = DaySet(marts.days)
-    assert build(InfluxWriteBackDay(date=days))
+    assert marts.build(InfluxWriteBackDay(date=days))
     before = influx_points()
     assert InfluxWriteBackDay.bulk_complete(iter(marts.days)) == marts.days
     assert InfluxWriteBackDay(date=days).complete()
@@ -113,7 +104,7 @@ def test_a_rerun_leaves_exactly_the_same_points(marts) -> None:
         marker.path.unlink()
     assert not InfluxWriteBackDay(date=days).complete()
     for day in reversed(marts.days):
-        assert build(InfluxWriteBackDay(date=day))
+        assert marts.build(InfluxWriteBackDay(date=day))
     assert influx_points() == before
     series = make_client(InfluxSettings.from_env()).query("SHOW SERIES").raw["series"][0]["values"]
     assert len([s for (s,) in series if s.startswith(MEASUREMENTS)]) == len(marts.sources) * 4
@@ -121,7 +112,7 @@ def test_a_rerun_leaves_exactly_the_same_points(marts) -> None:
 
 def test_a_rebuilt_day_is_written_again(marts) -> None:
     day = marts.days[1]
-    assert build(InfluxWriteBackDay(date=day))
+    assert marts.build(InfluxWriteBackDay(date=day))
     assert InfluxWriteBackDay(date=day).complete()
     # DbtBuild marks a day anew when it rebuilds it (late data, a neighbour's load).
     with duckdb.connect(str(marts.duckdb)) as con:
@@ -164,7 +155,7 @@ def test_killed_before_its_marker_it_writes_the_same_points_again(marts) -> None
 def test_influxdb_away_fails_in_one_line_and_marks_nothing(marts, monkeypatch) -> None:
     monkeypatch.setenv("INFLUX_URL", "http://127.0.0.1:9")  # nothing listens on discard
     day = marts.days[0]
-    assert not build(InfluxWriteBackDay(date=day))
+    assert not marts.build(InfluxWriteBackDay(date=day))
     assert not InfluxWriteBackDay(date=day).complete()
 
 
@@ -201,7 +192,7 @@ def grafana_query(query: str, start: datetime, end: datetime, now: datetime) -> 
 
 
 def test_dashboard_panels_show_the_written_back_marts(marts) -> None:
-    assert build(InfluxWriteBackDay(date=DaySet(marts.days)))
+    assert marts.build(InfluxWriteBackDay(date=DaySet(marts.days)))
     targets = dict((t["query"], title) for title, t in mart_targets())
     measured = {m for m in MEASUREMENTS if any(f'FROM "{m}"' in q for q in targets)}
     assert measured == set(MEASUREMENTS), "a written-back measurement has no panel"
@@ -275,7 +266,7 @@ def test_days_older_than_influxdbs_retention_are_skipped_with_a_warning(
         'CREATE RETENTION POLICY "week" ON "home_energy" DURATION 7d REPLICATION 1 DEFAULT'
     )
     days = DaySet(marts.days)
-    assert build(InfluxWriteBackDay(date=days))
+    assert marts.build(InfluxWriteBackDay(date=days))
     assert influx_points() == {name: [] for name in MEASUREMENTS}
     assert "older than its retention policy" in caplog.text
     assert InfluxWriteBackDay(date=days).complete()  # not retried every night
