@@ -115,6 +115,8 @@ def discovery_config(source: str, key: str) -> dict[str, object]:
         "unique_id": f"{NODE_ID}_{object_id(source, key)}",
         "state_topic": state_topic(source, key),
         "value_template": "{{ value_json.value }}",
+        # The rest of the state (the day a total is for, the billing period) as attributes.
+        "json_attributes_topic": state_topic(source, key),
         "device_class": kind.device_class,
         "unit_of_measurement": kind.unit,
         "device": device(source),

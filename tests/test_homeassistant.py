@@ -125,9 +125,10 @@ def ha_problems(topic: str, config: dict) -> list[str]:
         problems.append(f"{topic}: not a sensor discovery topic")
     if unknown := set(config) - SENSOR_KEYS:
         problems.append(f"unknown keys {sorted(unknown)}")
-    state_topic = config.get("state_topic")
-    if not isinstance(state_topic, str) or not state_topic or set("+#") & set(state_topic):
-        problems.append("state_topic must be a topic without wildcards")
+    for name in ("state_topic", "json_attributes_topic"):
+        value = config.get(name)
+        if (name == "state_topic" or value is not None) and not _publish_topic(value):
+            problems.append(f"{name} must be a topic without wildcards")
     device = config.get("device")
     if device is not None:
         if not config.get("unique_id"):
@@ -159,6 +160,10 @@ def ha_problems(topic: str, config: dict) -> list[str]:
     if expire is not None and not (isinstance(expire, int) and expire > 0):
         problems.append("expire_after must be a positive integer")
     return problems
+
+
+def _publish_topic(topic: object) -> bool:
+    return isinstance(topic, str) and bool(topic) and not set("+#") & set(topic)
 
 
 def energy_dashboard_role(config: dict) -> str | None:
