@@ -126,27 +126,13 @@ def test_a_rebuilt_day_is_written_again(marts) -> None:
 
 def test_killed_before_its_marker_it_writes_the_same_points_again(marts) -> None:
     day = marts.days[0]
-    command = [
-        str(Path(sys.executable).with_name("luigi")),
-        "--module",
-        "pipeline",
-        "InfluxWriteBackDay",
-        "--date",
-        str(day),
-        "--local-scheduler",
-    ]
-    killed = subprocess.run(
-        command,
-        env={**os.environ, "PIPELINE_FAILPOINT": "outputs.written"},
-        cwd=REPO,
-        capture_output=True,
-        timeout=120,
-    )
+    command = ("InfluxWriteBackDay", "--date", str(day))
+    killed = luigi_cli(*command, extra_env={"PIPELINE_FAILPOINT": "outputs.written"})
     assert killed.returncode == -9
     written = influx_points()
     assert written["energy_daily"] and not InfluxWriteBackDay(date=day).complete()
 
-    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    rerun = luigi_cli(*command)
     assert rerun.returncode == 0, rerun.stderr
     assert influx_points() == written
     assert InfluxWriteBackDay(date=day).complete()
@@ -270,3 +256,28 @@ def test_days_older_than_influxdbs_retention_are_skipped_with_a_warning(
     assert influx_points() == {name: [] for name in MEASUREMENTS}
     assert "older than its retention policy" in caplog.text
     assert InfluxWriteBackDay(date=days).complete()  # not retried every night
+
+
+def luigi_cli(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", *args]
+    return subprocess.run(
+        [*command, "--local-scheduler"],
+        env={**os.environ, **(extra_env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_range_daily_writes_a_range_in_one_batch_then_finds_it_complete(marts) -> None:
+    span = ("--start", str(marts.days[0]), "--stop", str(marts.days[-1] + timedelta(days=1)))
+    first = luigi_cli("RangeDaily", "--of", "InfluxWriteBackDay", *span, "--days-back", "1000")
+    assert first.returncode == 0, first.stderr
+    assert "InfluxWriteBackDay(date=2025-12-15-2025-12-18)" in first.stderr  # one batch
+    written = influx_points()
+    assert len(written["energy_daily"]) == len(marts.days) * len(marts.sources)
+    again = luigi_cli("RangeDaily", "--of", "InfluxWriteBackDay", *span, "--days-back", "1000")
+    assert again.returncode == 0, again.stderr
+    assert "ran successfully" not in again.stderr
+    assert influx_points() == written
