@@ -91,8 +91,16 @@ class OutputDayTask(PipelineTask):
     priority = -10
     max_batch_size = 400
 
+    @classmethod
+    def enabled(cls) -> bool:
+        """False: there is nothing to do, every day is complete."""
+        return True
+
     def requires(self) -> list[luigi.Task]:
         return [cls(date=day) for cls in BUILT_FROM for day in self.days()]
+
+    def complete(self) -> bool:
+        return not self.enabled() or super().complete()
 
     def output(self) -> list[OutputMarker]:
         folder = marker_folder(self.get_task_family())
@@ -103,6 +111,8 @@ class OutputDayTask(PipelineTask):
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         task = _task_class(cls)
         values = list(parameter_tuples)
+        if not task.enabled():
+            return values
         folder = marker_folder(task.get_task_family())
         fingerprints = upstream_fingerprints(_as_day(v) for v in values)
         done = {
@@ -147,14 +157,9 @@ class HomeAssistantPublishDay(OutputDayTask):
     """The latest day's energy, cost and the billing period's projection as Home Assistant
     sensors (MQTT discovery); complete at once while `[homeassistant] enabled` is false."""
 
-    def complete(self) -> bool:
-        return not config.homeassistant().enabled or super().complete()
-
     @classmethod
-    def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
-        if not config.homeassistant().enabled:
-            return list(parameter_tuples)
-        return super().bulk_complete(parameter_tuples)
+    def enabled(cls) -> bool:
+        return config.homeassistant().enabled
 
     def write_outputs(
         self, con: duckdb.DuckDBPyConnection, days: list[date], zone: tzinfo

@@ -528,3 +528,28 @@ def test_a_bad_broker_url_fails_in_one_line_without_the_password(ha_env, monkeyp
     assert "MQTT_BROKER_URL must start with mqtt:// or mqtts://" in result.stderr
     assert "s3cret" not in result.stdout + result.stderr
     assert not HomeAssistantPublishDay(date=ha_env.days[-1]).complete()
+
+
+def test_range_daily_publishes_the_range_once(ha_env) -> None:
+    command = [
+        str(Path(sys.executable).with_name("luigi")),
+        "--module",
+        "pipeline",
+        "RangeDaily",
+        "--of",
+        "HomeAssistantPublishDay",
+        "--start",
+        str(ha_env.days[0]),
+        "--stop",
+        str(ha_env.days[-1] + timedelta(days=1)),
+        "--days-back",
+        "1000",
+        "--local-scheduler",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr
+    # Once for the range, the latest day: a config and a state of three sensors per source.
+    assert f"published {2 * 3 * len(ha_env.sources)} message(s)" in first.stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert "published" not in again.stderr
