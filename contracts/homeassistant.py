@@ -38,7 +38,7 @@ NODE_ID = "home_energy"
 STATE_PREFIX = "home/energy"
 ORIGIN = {"name": "home-energy-pipeline"}
 # A live power state older than this is "unavailable" in HA: the gateway stopped or the meter
-# went quiet. The gateway publishes at most every few seconds, so 2 minutes is many misses.
+# went quiet. The gateway publishes every 10 s by default, so 2 minutes is many misses.
 POWER_EXPIRE_AFTER_S = 120
 # HA's object and node ids: letters, digits, `_` and `-` (a source may also hold dots).
 _OBJECT_ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -52,28 +52,50 @@ class SensorKind:
     unit: str
     state_class: str | None
     daily: bool  # the state carries the day it totals; HA's last_reset is that day's midnight
-    retain_state: bool
+    retain_state: bool  # HA gets the state again when it (re)connects
     expire_after_s: int | None = None
     precision: int | None = None
 
 
 DAILY_ENERGY = SensorKind(
-    "daily_energy", "Energy yesterday", "energy", "kWh", "total", True, True, precision=2
+    key="daily_energy",
+    name="Energy yesterday",
+    device_class="energy",
+    unit="kWh",
+    state_class="total",
+    daily=True,
+    retain_state=True,
+    precision=2,
 )
 DAILY_COST = SensorKind(
-    "daily_cost", "Cost yesterday", "monetary", "JPY", "total", True, True, precision=0
+    key="daily_cost",
+    name="Cost yesterday",
+    device_class="monetary",
+    unit="JPY",
+    state_class="total",
+    daily=True,
+    retain_state=True,
+    precision=0,
 )
 PERIOD_PROJECTION = SensorKind(
-    "period_projection", "Projected bill", "monetary", "JPY", None, False, True, precision=0
+    key="period_projection",
+    name="Projected bill",
+    device_class="monetary",
+    unit="JPY",
+    state_class=None,
+    daily=False,
+    retain_state=True,
+    precision=0,
 )
+# Not retained: a live value is worth nothing late, or after a restart.
 POWER = SensorKind(
-    "power",
-    "Power",
-    "power",
-    "W",
-    "measurement",
-    False,
-    False,
+    key="power",
+    name="Power",
+    device_class="power",
+    unit="W",
+    state_class="measurement",
+    daily=False,
+    retain_state=False,
     expire_after_s=POWER_EXPIRE_AFTER_S,
     precision=0,
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -30,12 +30,10 @@ class LivePowerPublisher:
         client: mqtt.Client,
         interval_s: float,
         discovery_prefix: str,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.interval_s = interval_s
         self.discovery_prefix = discovery_prefix
-        self.clock = clock
         self._state_sent: dict[str, float] = {}
         self._config_sent: dict[str, float] = {}
 
@@ -52,7 +50,7 @@ class LivePowerPublisher:
                 r.source not in newest or r.ts > newest[r.source].ts
             ):
                 newest[r.source] = r
-        now, wall = self.clock(), datetime.now(UTC)
+        now, wall = time.monotonic(), datetime.now(UTC)
         for source, reading in newest.items():
             if (wall - reading.ts).total_seconds() > ha.POWER_EXPIRE_AFTER_S:
                 continue
@@ -64,8 +62,9 @@ class LivePowerPublisher:
                 self.client.publish(topic, config, qos=1, retain=True)
                 self._config_sent[source] = now
             state = ha.power_state(reading.instant_power_w, reading.ts)
-            # QoS 0, not retained: a live value is worth nothing late or after a restart.
-            info = self.client.publish(ha.state_topic(source, ha.POWER.key), state, qos=0)
+            # QoS 0: a live value is worth nothing late.
+            topic = ha.state_topic(source, ha.POWER.key)
+            info = self.client.publish(topic, state, qos=0, retain=ha.POWER.retain_state)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self._state_sent[source] = now
             else:

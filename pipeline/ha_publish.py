@@ -32,7 +32,7 @@ logger = logging.getLogger("luigi-interface")
 class Message:
     topic: str
     payload: bytes
-    retain: bool = True
+    retain: bool = True  # discovery configs always are
 
 
 def household_messages(
@@ -68,7 +68,9 @@ def household_messages(
         for key, state in states.items():
             config = ha.encode(ha.discovery_config(source, key))
             messages.append(Message(ha.config_topic(source, key, prefix), config))
-            messages.append(Message(ha.state_topic(source, key), state))
+            messages.append(
+                Message(ha.state_topic(source, key), state, ha.SENSORS[key].retain_state)
+            )
     return messages
 
 
