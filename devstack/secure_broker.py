@@ -4,12 +4,12 @@
 access, password file, ACL, persistence) with its container paths pointed at a work folder and
 its port 8883 replaced by a free loopback port. Certificates come from scripts/make-certs (SAN
 IP:127.0.0.1 and DNS:localhost) and the password file from scripts/make-mqtt-passwords, with a
-random password for each user of the ACL (`edge` and `gateway`). So a test talks to exactly what
-an operator deploys. The interface other tests rely on:
+random password for each user of the ACL (`edge`, `gateway`, `pipeline`, `homeassistant`).
+So a test talks to exactly what an operator deploys. The interface other tests rely on:
 
     server.port                  the TLS port on 127.0.0.1
     server.ca_path               the CA certificate clients verify the broker with
-    server.credentials           {"edge": password, "gateway": password}
+    server.credentials           {"edge": password, "gateway": password, ...} (every user)
     server.url_for(user)         "mqtts://user:password@127.0.0.1:port"
     server.env_for(user)         {"MQTT_BROKER_URL": url_for(user), "MQTT_TLS_CA_CERT": ca_path}
     server.discard_sessions()    forget what the broker keeps for each user (between tests)
@@ -37,7 +37,7 @@ CONTAINER_LISTENER = "listener 8883"
 
 
 class SecureMosquittoServer(MosquittoServer):
-    """deploy/mosquitto's TLS-only broker with users `edge` and `gateway`, on 127.0.0.1:port."""
+    """deploy/mosquitto's TLS-only broker with the users of its ACL, on 127.0.0.1:port."""
 
     name = "mosquitto-tls"
 

@@ -21,6 +21,7 @@ from gateway.api import create_app
 from gateway.deadletters import DeadLetters
 from gateway.influx_writer import InfluxWriter
 from gateway.ingest import Gateway
+from gateway.live_power import LivePowerPublisher
 from gateway.metrics import GatewayMetrics
 from gateway.queries import ReadingQueries
 from gateway.settings import DEFAULT_CLIENT_ID, GatewaySettings
@@ -55,6 +56,10 @@ def main() -> int:
         make_client(InfluxSettings.from_env(timeout_s=WRITE_TIMEOUT_S)), influx.measurement, metrics
     )
     gateway = Gateway(mqtt_settings, settings, writer, deadletters, metrics, fallback_source)
+    if settings.homeassistant:
+        gateway.on_stored = LivePowerPublisher(
+            gateway.client, settings.homeassistant_power_seconds, settings.homeassistant_prefix
+        ).offer
     queries = ReadingQueries(
         make_client(InfluxSettings.from_env(timeout_s=QUERY_TIMEOUT_S)), influx.measurement
     )

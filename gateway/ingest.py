@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -58,6 +58,8 @@ class Gateway:
         self.influx_ok = True
         self.last_reading_at: float | None = None  # time.time() of the last valid reading
         self.fallback_source = fallback_source  # SOURCE_DEFAULT
+        # Told what InfluxDB took, after each write (the live power for Home Assistant).
+        self.on_stored: Callable[[list[Reading]], None] | None = None
         self._connection = 0  # numbers the broker connections, for acks
         self._ack_lock = threading.Lock()
         self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
@@ -230,6 +232,8 @@ class Gateway:
         for index, reading in enumerate(readings):
             if index not in refused_at:
                 self.metrics.reading_delay.observe((now - reading.ts).total_seconds())
+        if self.on_stored:
+            self.on_stored([r for i, r in enumerate(readings) if i not in refused_at])
 
     def _ack(self, batch: list[Delivery]) -> None:
         with self._ack_lock:

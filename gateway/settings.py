@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.homeassistant import DISCOVERY_PREFIX
+
 DEFAULT_CLIENT_ID = "home-energy-gateway"
 
 
@@ -23,6 +25,13 @@ def _positive(name: str, default: float, kind: type = float) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = _env(name, str(default).lower())
+    if raw.lower() not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, got {raw!r}")
+    return raw.lower() == "true"
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,11 @@ class GatewaySettings:
     buffer_readings: int = 50_000
     retry_max_seconds: float = 30.0
     shutdown_seconds: float = 10.0
+    # Home Assistant's live power sensor (docs/home-assistant.md): off unless enabled; at most
+    # one state per source this often.
+    homeassistant: bool = False
+    homeassistant_prefix: str = DISCOVERY_PREFIX
+    homeassistant_power_seconds: float = 10.0
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -63,6 +77,11 @@ class GatewaySettings:
             ),
             retry_max_seconds=_positive("GATEWAY_RETRY_MAX_SECONDS", cls.retry_max_seconds),
             shutdown_seconds=_positive("GATEWAY_SHUTDOWN_SECONDS", cls.shutdown_seconds),
+            homeassistant=_flag("HOMEASSISTANT_ENABLED", cls.homeassistant),
+            homeassistant_prefix=_env("HOMEASSISTANT_DISCOVERY_PREFIX", cls.homeassistant_prefix),
+            homeassistant_power_seconds=_positive(
+                "GATEWAY_HOMEASSISTANT_POWER_SECONDS", cls.homeassistant_power_seconds
+            ),
         )
 
     def __repr__(self) -> str:
@@ -70,5 +89,6 @@ class GatewaySettings:
         return (
             f"GatewaySettings(api={self.api_host}:{self.api_port}, token={token}, "
             f"deadletters={self.deadletter_path}, batch_size={self.batch_size}, "
-            f"flush_seconds={self.flush_seconds}, buffer_readings={self.buffer_readings})"
+            f"flush_seconds={self.flush_seconds}, buffer_readings={self.buffer_readings}, "
+            f"homeassistant={self.homeassistant})"
         )

@@ -7,6 +7,7 @@ from luigi.parameter import UnconsumedParameterWarning
 
 from pipeline import runlog  # noqa: F401  (registers the run-log event handlers)
 from pipeline.errors import OneLineExpectedFailures
+from pipeline.outputs import HomeAssistantPublishDay, InfluxWriteBackDay
 from pipeline.ranges import RangeDaily
 from pipeline.tasks import DbtBuild, DuckLoadDay, ExtractDay, ParquetDay
 
@@ -22,4 +23,12 @@ warnings.filterwarnings(
 )
 warnings.filterwarnings("ignore", 'Parameter "param_name" with value "None"', UserWarning)
 
-__all__ = ["DbtBuild", "DuckLoadDay", "ExtractDay", "ParquetDay", "RangeDaily"]
+__all__ = [
+    "DbtBuild",
+    "DuckLoadDay",
+    "ExtractDay",
+    "HomeAssistantPublishDay",
+    "InfluxWriteBackDay",
+    "ParquetDay",
+    "RangeDaily",
+]

@@ -14,7 +14,10 @@ from zoneinfo import ZoneInfo
 import luigi
 from luigi.parameter import ParameterVisibility
 
+from contracts.homeassistant import DISCOVERY_PREFIX
 from contracts.influx import InfluxSettings
+from contracts.mqtt import MqttSettings
+from pipeline.errors import PipelineError
 
 
 class _EnvOverride:
@@ -181,4 +184,58 @@ class late_data(luigi.Config):
         description="archived days this recent are compared with InfluxDB's per-day counts and "
         "extracted again when the source changed (an edge replaying after an outage); older "
         "archived days are final",
+    )
+
+
+class mqtt(luigi.Config):
+    """The broker the pipeline publishes Home Assistant's sensors to (design.md section 7)."""
+
+    broker_url = EnvParameter(
+        env="MQTT_BROKER_URL",
+        default="mqtt://127.0.0.1:1883",
+        visibility=_PRIVATE,
+        significant=False,
+        description="mqtt://host[:1883] or mqtts://user:pass@host[:8883]; the user is "
+        "`pipeline` in deploy/mosquitto/aclfile",
+    )
+    tls_ca_cert = EnvParameter(
+        env="MQTT_TLS_CA_CERT",
+        default="",
+        description="CA certificate that signed the broker's (empty: the system's CAs)",
+    )
+    client_id = EnvParameter(
+        env="MQTT_CLIENT_ID",
+        default="home-energy-pipeline",
+        description="client id the pipeline connects with",
+    )
+    timeout_s = EnvFloatParameter(
+        env="MQTT_TIMEOUT_S",
+        default=30.0,
+        description="seconds to connect and have every publish acknowledged before failing",
+    )
+
+    def settings(self) -> MqttSettings:
+        # MQTT 5, so a publish the ACL refuses comes back as "Not authorized", not silence.
+        try:
+            return MqttSettings.from_url(
+                self.broker_url,
+                ca_cert=self.tls_ca_cert or None,
+                client_id=self.client_id,
+                protocol="5",
+            )
+        except ValueError as e:  # its message shows the URL without the password
+            raise PipelineError(str(e)) from None
+
+
+class homeassistant(luigi.Config):
+    enabled = EnvBoolParameter(
+        env="HOMEASSISTANT_ENABLED",
+        default=False,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="publish the daily sensors to Home Assistant through MQTT discovery",
+    )
+    discovery_prefix = EnvParameter(
+        env="HOMEASSISTANT_DISCOVERY_PREFIX",
+        default=DISCOVERY_PREFIX,
+        description="Home Assistant's MQTT discovery prefix (its MQTT integration's setting)",
     )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import duckdb
 import pytest
 
 from devstack.secure_broker import SecureMosquittoServer
@@ -98,14 +101,7 @@ class PipelineEnv:
             assert resp.status == 204
 
     def build(self, *tasks: object) -> bool:
-        """Run tasks in this process with a local scheduler; True when all succeeded."""
-        import luigi
-        from luigi.task_register import Register
-
-        Register.clear_instance_cache()  # Config objects read the environment when made
-        result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
-        Register.clear_instance_cache()
-        return result.scheduling_succeeded
+        return build_here(*tasks)
 
     def command(self, *args: str) -> list[str]:
         """The real `luigi --module pipeline ...` command, or `python -m ...` for args '-m', ..."""
@@ -148,6 +144,17 @@ def minute_lines(n: int, day: date, source: str = "meter1", tz: str = "Asia/Toky
     ]
 
 
+def build_here(*tasks: object) -> bool:
+    """Run tasks in this process with a local scheduler; True when all succeeded."""
+    import luigi
+    from luigi.task_register import Register
+
+    Register.clear_instance_cache()  # Config objects read the environment when made
+    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
+    Register.clear_instance_cache()
+    return result.scheduling_succeeded
+
+
 @pytest.fixture
 def pipeline_env(
     influx: InfluxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -157,3 +164,140 @@ def pipeline_env(
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(REPO)  # luigi.cfg is read from the working directory
     return env
+
+
+# --- A warehouse with marts, built once by the real pipeline (outputs: Grafana, Home Assistant) --
+
+MARTS_DAYS = [date(2025, 12, 15), date(2025, 12, 16), date(2025, 12, 17)]
+MARTS_SOURCES = ("meter1", "meter.2")  # a dot: HA's object ids cannot hold one
+
+
+@dataclass(frozen=True)
+class MartsWarehouse:
+    duckdb: Path
+    env: dict[str, str]  # PARQUET_BASE_DIR, TZ, SOURCE_DEFAULT (DUCKDB_PATH is per test)
+    days: list[date]
+    sources: tuple[str, ...]
+
+    def build(self, *tasks: object) -> bool:
+        return build_here(*tasks)
+
+
+@pytest.fixture(scope="session")
+def marts_warehouse(
+    influx_server: InfluxServer, tmp_path_factory: pytest.TempPathFactory
+) -> MartsWarehouse:
+    """Readings of two meters over three local days through DbtBuild, plus the tables of the
+    stages built beside this one (cost, billing period, forecast) where the build has none."""
+    root = tmp_path_factory.mktemp("marts")
+    influx_server.query("DROP DATABASE home_energy")
+    influx_server.query("CREATE DATABASE home_energy")
+    env = PipelineEnv(influx_server, root)
+    env.write(_meter_lines(MARTS_DAYS[0], len(MARTS_DAYS) + 1))
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.env.items():
+            mp.setenv(key, value)
+        mp.chdir(REPO)
+        from pipeline.tasks import DbtBuild
+
+        assert env.build(DbtBuild(date=DbtBuild.date.parse(",".join(map(str, MARTS_DAYS)))))
+    with duckdb.connect(str(env.duckdb)) as con:
+        _add_missing_insight_tables(con)
+    shared = {k: v for k, v in env.env.items() if k in ("PARQUET_BASE_DIR", "TZ", "SOURCE_DEFAULT")}
+    return MartsWarehouse(env.duckdb, shared, MARTS_DAYS, MARTS_SOURCES)
+
+
+@pytest.fixture
+def marts(
+    marts_warehouse: MartsWarehouse,
+    influx: InfluxServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> MartsWarehouse:
+    """The built warehouse copied for this test (its outputs' markers start empty), the env set
+    for it and an empty InfluxDB database."""
+    live = tmp_path / "duckdb" / marts_warehouse.duckdb.name
+    live.parent.mkdir()
+    shutil.copyfile(marts_warehouse.duckdb, live)
+    for key, value in {**marts_warehouse.env, "DUCKDB_PATH": str(live)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(REPO)
+    return MartsWarehouse(live, marts_warehouse.env, marts_warehouse.days, marts_warehouse.sources)
+
+
+def _meter_lines(first: date, days: int) -> list[str]:
+    """Readings every 15 minutes; each source and hour of the day draws its own power."""
+    start = datetime.combine(first, time(), ZoneInfo("Asia/Tokyo"))
+    lines = []
+    for n, source in enumerate(MARTS_SOURCES):
+        kwh = 1000.0 * (n + 1)
+        for i in range(96 * days):
+            ts = start + i * timedelta(minutes=15)
+            watts = 300.0 + 100.0 * n + 40.0 * (ts.hour % 7) + 25.0 * (i // 96)
+            lines.append(
+                f"power,source={source} instant_power_w={watts},energy_import_kwh={kwh} "
+                f"{int(ts.timestamp() * 1000)}"
+            )
+            kwh += watts / 4000
+    return lines
+
+
+def _add_missing_insight_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The contract's cost, billing-period and forecast tables (HELPERS.md), derived from
+    fct_daily_energy where the stages that make them are not in this tree yet."""
+    tables = {
+        t for (t,) in con.execute("select table_name from information_schema.tables").fetchall()
+    }
+    if "fct_daily_cost" not in tables:
+        con.execute(
+            """
+            create table fct_daily_cost as
+            select source, date_jst, 'flat_31' as plan_id,
+                   daily_energy_kwh as energy_kwh, daily_export_kwh as export_kwh,
+                   daily_energy_kwh * 31.0 as energy_charge_yen,
+                   daily_energy_kwh * -2.5 as fuel_adjustment_yen,
+                   daily_energy_kwh * 3.49 as renewable_surcharge_yen,
+                   0.0 as export_credit_yen,
+                   daily_energy_kwh * (31.0 - 2.5 + 3.49) as cost_yen
+            from fct_daily_energy
+            """
+        )
+    if "fct_billing_period" not in tables:
+        con.execute(
+            """
+            create table fct_billing_period as
+            select source, date '2025-12-01' as period_start, date '2026-01-01' as period_end,
+                   true as is_open, count(*) as days_with_data,
+                   sum(cost_yen) + 1246.96 as cost_so_far_yen,
+                   sum(cost_yen) / count(*) * 31 + 1246.96 as projected_total_yen
+            from fct_daily_cost group by source
+            """
+        )
+    if "fct_energy_forecast" not in tables:
+        # Made for each day: the next 7 days and the next day's 48 half hours, so targets
+        # overlap between consecutive days (the write-back keeps the latest forecast).
+        con.execute(
+            """
+            create table fct_energy_forecast as
+            with made as (
+                select source, date_jst as made_for, daily_energy_kwh as base from fct_daily_energy
+            ), day_targets as (
+                select source, made_for, 'day' as granularity, h as horizon,
+                       made_for + h::integer as target_date_jst,
+                       timezone('Asia/Tokyo', target_date_jst::timestamp) as target_start_utc,
+                       base * (1 + 0.01 * h) as value_kwh
+                from made, range(1, 8) as t(h)
+            ), half_hour_targets as (
+                select source, made_for, 'half_hour' as granularity, h as horizon,
+                       made_for + 1 as target_date_jst,
+                       timezone('Asia/Tokyo', (made_for + 1)::timestamp)
+                           + to_minutes(30 * (h - 1)) as target_start_utc,
+                       base / 48 * (0.5 + h / 48) as value_kwh
+                from made, range(1, 49) as t(h)
+            )
+            select source, made_for, now() as made_at, granularity, target_start_utc,
+                   target_date_jst, horizon, 'seasonal_naive' as model, value_kwh,
+                   value_kwh * 0.8 as lower_kwh, value_kwh * 1.2 as upper_kwh, 80 as level
+            from (select * from day_targets union all select * from half_hour_targets)
+            """
+        )

@@ -136,12 +136,18 @@ def test_make_certs_refuses_a_san_without_its_type(tmp_path: Path, args: list[st
 # --- scripts/make-mqtt-passwords ------------------------------------------------------------------
 
 
-def test_make_mqtt_passwords_hashes_both_users_and_prints_no_secret(tmp_path: Path) -> None:
-    secrets = {"MQTT_EDGE_PASSWORD": "edge-secret-1", "MQTT_GATEWAY_PASSWORD": "gw-secret-2"}
+def test_make_mqtt_passwords_hashes_every_user_and_prints_no_secret(tmp_path: Path) -> None:
+    secrets = {
+        "MQTT_EDGE_PASSWORD": "edge-secret-1",
+        "MQTT_GATEWAY_PASSWORD": "gw-secret-2",
+        "MQTT_PIPELINE_PASSWORD": "pipeline-secret-3",
+        "MQTT_HOMEASSISTANT_PASSWORD": "ha-secret-4",
+    }
     result = run_script("make-mqtt-passwords", str(tmp_path / "passwords"), env=secrets)
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "passwords").read_text()
-    assert [line.split(":", 1)[0] for line in text.splitlines()] == ["edge", "gateway"]
+    users = [line.split(":", 1)[0] for line in text.splitlines()]
+    assert users == ["edge", "gateway", "pipeline", "homeassistant"]
     assert all(line.split(":", 1)[1].startswith("$7$") for line in text.splitlines())
     for secret in secrets.values():
         assert secret not in text + result.stdout + result.stderr
@@ -334,7 +340,8 @@ def test_every_compose_variable_is_set_in_env_sample() -> None:
 
 
 def test_env_sample_sets_nothing_compose_or_the_scripts_ignore() -> None:
-    used_by_scripts = {"MQTT_EDGE_PASSWORD"}  # read by scripts/make-mqtt-passwords only
+    # Read by scripts/make-mqtt-passwords only.
+    used_by_scripts = {"MQTT_EDGE_PASSWORD", "MQTT_HOMEASSISTANT_PASSWORD"}
     assert set(SET_IN_SAMPLE) - COMPOSE_VARIABLES - used_by_scripts == set()
 
 

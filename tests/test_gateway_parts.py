@@ -131,6 +131,8 @@ def test_bad_tuning_values_are_refused(name: str, monkeypatch: pytest.MonkeyPatc
         ("SOURCE_DEFAULT", "no/slash", "SOURCE_DEFAULT"),
         ("MQTT_BROKER_URL", "http://gateway:s3cret@broker", "mqtt:// or mqtts://"),
         ("GATEWAY_BATCH_SIZE", "many", "GATEWAY_BATCH_SIZE must be an integer"),
+        ("HOMEASSISTANT_ENABLED", "yes", "HOMEASSISTANT_ENABLED must be true or false"),
+        ("GATEWAY_HOMEASSISTANT_POWER_SECONDS", "0", "must be positive"),
     ],
 )
 def test_bad_configuration_stops_the_gateway_at_start(name: str, value: str, message: str) -> None:
