@@ -127,7 +127,7 @@ def _base_load_chart(width: Width) -> Spec:
 def _power_chart(width: Width) -> Spec:
     chart = (
         alt.Chart(alt.NamedData("power"), title="Power today")
-        .mark_line()
+        .mark_line(point=alt.OverlayMarkDef(size=12))
         .encode(
             x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M")),
             y=alt.Y("W:Q", title="W"),

@@ -28,7 +28,7 @@ from gateway.warehouse_reader import UPDATING, WarehouseReader, WarehouseUnavail
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 RETRY_AFTER_S = "10"
-TODAY_EVERY_S = 300
+TODAY_EVERY_S = 60  # a day of minutes: 1440 points at most
 REPORT_PATHS = {
     "daily": re.compile(r"\d{4}-\d{2}-\d{2}\.html"),
     "period": re.compile(rf"{SOURCE_PATTERN.pattern}/\d{{4}}-\d{{2}}-\d{{2}}\.html"),
