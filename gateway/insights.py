@@ -105,15 +105,21 @@ def half_hourly_profile(con: duckdb.DuckDBPyConnection, source: str, day: date) 
 
 
 def recent_days(con: duckdb.DuckDBPyConnection, source: str, day: date) -> list[Row]:
+    return days_between(con, source, day - timedelta(days=DAYS_SHOWN - 1), day)
+
+
+def days_between(
+    con: duckdb.DuckDBPyConnection, source: str, first: date | str, last: date | str
+) -> list[Row]:
     return _all(
         con,
         """
         select date_jst, energy_kwh, cost_yen
         from fct_daily_cost
-        where source = $source and date_jst > $first and date_jst <= $day
+        where source = $source and date_jst >= $first::date and date_jst <= $last::date
         order by date_jst
         """,
-        {"source": source, "first": day - timedelta(days=DAYS_SHOWN), "day": day},
+        {"source": source, "first": first, "last": last},
     )
 
 

@@ -2,6 +2,7 @@
 
 from pipeline import runlog  # noqa: F401  (registers the run-log event handlers)
 from pipeline.ranges import RangeDaily
+from pipeline.reports import ReportDay
 from pipeline.tasks import DbtBuild, DuckLoadDay, ExtractDay, ParquetDay
 
-__all__ = ["DbtBuild", "DuckLoadDay", "ExtractDay", "ParquetDay", "RangeDaily"]
+__all__ = ["DbtBuild", "DuckLoadDay", "ExtractDay", "ParquetDay", "RangeDaily", "ReportDay"]
