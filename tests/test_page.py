@@ -64,6 +64,7 @@ class Site:
         self.live = live
         self.influx = influx
         self.url = gateway.url
+        self.reports = live.parent.parent / "reports"
 
     def publish(self, scale: float) -> None:
         first, last = sample_days(yesterday(), 70)
@@ -105,7 +106,7 @@ def site(
         "MQTT_TOPIC": f"t{tag}/power",
         "MQTT_CLIENT_ID": f"gateway-{tag}",
         "DUCKDB_PATH": str(live),
-        "REPORTS_DIR": str(root / "reports"),
+        "REPORTS_DIR": str(root / "reports"),  # Site.reports
         "TZ": "Asia/Tokyo",
         "GATEWAY_UI_PASSWORD": PASSWORD,
         "GATEWAY_API_TOKEN": TOKEN,
@@ -375,6 +376,20 @@ def test_sign_in_sets_a_strict_cookie_and_a_wrong_password_is_slow_and_counted(
     session = {"home_energy_session": right.cookies["home_energy_session"]}
     for path in ("/api/overview", "/api/sources", "/reports/", "/"):
         assert httpx.get(site.url + path, cookies=session).status_code == 200, path
+
+    # The page links the day's report once the pipeline wrote it, and serves it signed in only.
+    report = site.reports / "daily" / f"{yesterday()}.html"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("<!doctype html><p>the report</p>")
+    link = httpx.get(site.url + "/api/overview", cookies=session).json()["reports"]["daily"]
+    assert link == f"/reports/daily/{yesterday()}.html"
+    served = httpx.get(site.url + link, cookies=session)
+    assert served.status_code == 200 and "the report" in served.text
+    assert httpx.get(site.url + link).status_code == 401
+    for bad in ("/reports/daily/..%2F..%2Fduckdb%2Fhome_energy.duckdb", "/reports/etc/x.html"):
+        assert httpx.get(site.url + bad, cookies=session).status_code == 404, bad
+    index = httpx.get(site.url + "/reports/", cookies=session)
+    assert f'href="{link}"' in index.text
 
     behind_https = httpx.post(
         site.url + "/login", data={"password": PASSWORD}, headers={"X-Forwarded-Proto": "https"}
