@@ -174,6 +174,8 @@ async function refresh() {
     await loadLive();
   } finally {
     document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
+    // Milliseconds from navigation to the numbers and charts drawn (read by scripts/bench_page.py).
+    document.body.dataset.renderedMs = String(Math.round(performance.now()));
     document.body.dataset.ready = "1";
   }
 }
