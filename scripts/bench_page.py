@@ -37,13 +37,16 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from contracts.influx import InfluxSettings  # noqa: E402
 from devstack.sample_warehouse import publish_sample_warehouse, sample_days  # noqa: E402
 from devstack.servers import GatewayServer, InfluxServer, MosquittoServer  # noqa: E402
+from pipeline.seed import seed  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 PASSWORD = "bench-" + uuid.uuid4().hex[:8]
 TOKEN = "bench-" + uuid.uuid4().hex
+ZONE = ZoneInfo("Asia/Tokyo")
 ROUTE_GOAL_MS = 100
 RENDER_GOAL_MS = 1500
 
@@ -132,7 +135,7 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=15)
     args = parser.parse_args()
     sources = [f"meter{i}" for i in range(1, args.sources + 1)]
-    yesterday = datetime.now(ZoneInfo("Asia/Tokyo")).date() - timedelta(days=1)
+    yesterday = datetime.now(ZONE).date() - timedelta(days=1)
     first, last = sample_days(yesterday, args.days)
     with tempfile.TemporaryDirectory(prefix="bench-page-") as tmp:
         work = Path(tmp)
@@ -151,6 +154,18 @@ def main() -> int:
             MosquittoServer(work / "mosquitto") as broker,
         ):
             influx.query("CREATE DATABASE home_energy")
+            # Today so far at one reading per 10 s per source, for /api/today's curve.
+            midnight = datetime.combine(datetime.now(ZONE).date(), datetime.min.time(), ZONE)
+            today = int((datetime.now(ZONE) - midnight) / timedelta(seconds=10))
+            written = seed(
+                InfluxSettings(url=influx.url),
+                start=midnight,
+                interval=timedelta(seconds=10),
+                count=today,
+                sources=sources,
+                tz=str(ZONE),
+            )
+            print(f"influxd: today so far, {written:,} readings", flush=True)
             env = {
                 **influx.env(),
                 **broker.env(),
