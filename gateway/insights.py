@@ -32,7 +32,7 @@ Row = dict[str, Any]
 
 def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
     rows = con.execute(
-        "select table_name from information_schema.tables where table_name in "
+        "select table_name from duckdb_tables() where table_name in "
         f"({', '.join('?' * len(INSIGHT_TABLES))})",
         list(INSIGHT_TABLES),
     ).fetchall()

@@ -28,7 +28,7 @@ from gateway.warehouse_reader import UPDATING, WarehouseReader, WarehouseUnavail
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 RETRY_AFTER_S = "10"
-TODAY_EVERY_S = 60  # a day of minutes: 1440 points at most
+TODAY_EVERY_S = 300  # a day's curve in 288 points
 REPORT_PATHS = {
     "daily": re.compile(r"\d{4}-\d{2}-\d{2}\.html"),
     "period": re.compile(rf"{SOURCE_PATTERN.pattern}/\d{{4}}-\d{{2}}-\d{{2}}\.html"),
@@ -77,7 +77,7 @@ def add_page(app: FastAPI, page: PageSettings, queries: ReadingQueries) -> None:
     @app.get("/api/sources", summary="Sources with data in the published warehouse")
     def sources() -> dict:
         with page.warehouse.cursor() as con:
-            return {"sources": _read(lambda: insights.sources(con))}
+            return {"sources": _read(lambda: _sources(con, page))}
 
     @app.get("/api/overview", summary="Every number and chart of the page for one source and day")
     def overview(
@@ -123,7 +123,7 @@ def add_page(app: FastAPI, page: PageSettings, queries: ReadingQueries) -> None:
 def _overview(
     con: duckdb.DuckDBPyConnection, page: PageSettings, source: str | None, day: date | None
 ) -> dict:
-    known = insights.sources(con)
+    known = _sources(con, page)
     if not known:
         raise WarehouseUnavailable(
             "no_data", "no data yet: the warehouse holds no daily costs (has the pipeline run?)"
@@ -149,6 +149,10 @@ def _overview(
         },
     }
     return result
+
+
+def _sources(con: duckdb.DuckDBPyConnection, page: PageSettings) -> list[str]:
+    return page.warehouse.remember("sources", lambda: insights.sources(con))
 
 
 def _charts(result: dict) -> dict:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -76,6 +77,7 @@ class WarehouseReader:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._opened: FileIdentity | None = None
         self._users = 0
+        self._remembered: dict[str, Any] = {}
 
     @classmethod
     def from_env(cls) -> WarehouseReader:
@@ -111,6 +113,20 @@ class WarehouseReader:
         finally:
             self._release()
 
+    def remember(self, key: str, compute: Callable[[], Any]) -> Any:
+        """`compute()`, kept until the next publish (call it inside `cursor()`, whose file the
+        answer is about: a held file cannot be replaced while a cursor is in use). In inplace
+        mode nothing is kept: the file may change under the same name."""
+        if not self.hold_open:
+            return compute()
+        with self._lock:
+            if key in self._remembered:
+                return self._remembered[key]
+        value = compute()
+        with self._lock:
+            self._remembered[key] = value
+        return value
+
     def close(self) -> None:
         with self._lock:
             self._close()
@@ -141,6 +157,7 @@ class WarehouseReader:
         if self._con is not None:
             self._con.close()
         self._con, self._opened = None, None
+        self._remembered = {}
 
     @contextmanager
     def _writers_kept_out(self) -> Iterator[None]:

@@ -26,6 +26,7 @@ import pytest
 
 from devstack.sample_warehouse import publish_sample_warehouse, sample_days
 from devstack.servers import GatewayServer, InfluxServer, MosquittoServer
+from pipeline.warehouse import Warehouse, connect
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -208,8 +209,9 @@ def expected_fields(con: duckdb.DuckDBPyConnection, source: str, day: date) -> d
         [source, day, day - timedelta(weeks=8), day],
     ).fetchone()
     period = con.execute(
-        "select days_with_data, days_in_period, cost_so_far_yen, energy_kwh, projected_total_yen "
-        "from fct_billing_period where source = ? and period_start <= ? and ? < period_end",
+        "select days_with_data, days_in_period, cost_so_far_yen, energy_kwh, projected_total_yen, "
+        "period_start, period_end from fct_billing_period "
+        "where source = ? and period_start <= ? and ? < period_end",
         [source, day, day],
     ).fetchone()
     base, trend = con.execute(
@@ -227,6 +229,9 @@ def expected_fields(con: duckdb.DuckDBPyConnection, source: str, day: date) -> d
         "billing.cost_so_far_yen": (period[2], "yen"),
         "billing.energy_kwh": (period[3], "kwh"),
         "billing.projected_total_yen": (period[4], "yen"),
+        "billing.period_start": (period[5].isoformat(), "date"),
+        "billing.period_end": (period[6].isoformat(), "date"),
+        "date": (day.isoformat(), "date"),
         "base.base_load_w": (base, "w"),
         "base.base_load_trend_w_per_day": (trend, "wday"),
         "day.vs_usual": (js_round(100 * (energy - usual_kwh) / usual_kwh), "percent"),
@@ -246,9 +251,12 @@ def assert_page_equals_duckdb(browser, site: Site, source: str = "meter1") -> di
             ).fetchall()
         ]
     shown = shown_fields(browser)
-    assert shown["date"] == [day.isoformat(), day.isoformat()]
+    assert set(shown) - {"live.instant_power_w"} == set(expected), "a number went unchecked"
     for field, (value, kind) in expected.items():
         raw, text = shown[field]
+        if kind == "date":
+            assert raw == text == value, field
+            continue
         if kind == "percent":
             assert int(raw) == value, field
             continue
@@ -333,6 +341,34 @@ def test_page_is_usable_at_a_phones_width_in_dark_mode(browser, site: Site, shot
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_page_says_when_data_is_stale_or_a_table_is_not_built_yet(
+    browser, site: Site, shots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    if not browser.current_url.startswith(site.url):
+        sign_in(browser, site)
+    first, last = sample_days(yesterday() - timedelta(days=3), 70)
+    try:
+        publish_sample_warehouse(site.live, SOURCES, first, last)
+        with Warehouse(site.live).publishing() as path, connect(path) as con:
+            con.execute("drop table fct_energy_forecast")  # ForecastDay has not run yet
+        browser.get(site.url + "/")
+        wait_rendered(browser, 1)
+        stale = browser.find_element(By.ID, "stale")
+        assert stale.is_displayed() and f"from {last}, 3 day(s) older" in stale.text
+        missing = browser.find_element(By.CSS_SELECTOR, '[data-missing="forecast"]')
+        assert missing.is_displayed() and missing.text == "No forecast yet."
+        assert browser.find_element(By.CSS_SELECTOR, '[data-field="date"]').text == str(last)
+        assert_charts_drawn(browser)  # the days chart without its forecast layer still draws
+        browser.save_screenshot(str(shots / "stale.png"))
+        assert console_errors(browser) == []
+    finally:
+        site.publish(scale=1.0)
 
 
 @pytest.mark.timeout(120)

@@ -136,3 +136,26 @@ def test_missing_locked_and_broken_files_are_states_not_errors(tmp_path: Path) -
 def test_publish_mode_is_checked() -> None:
     with pytest.raises(ValueError, match="DUCKDB_PUBLISH_MODE"):
         WarehouseReader(Path("x.duckdb"), "sometimes")
+
+
+def test_remembered_answers_last_until_the_next_publish(tmp_path: Path) -> None:
+    live = tmp_path / "home_energy.duckdb"
+    publish(live, 1)
+    reader = WarehouseReader(live, "swap")
+    calls: list[int] = []
+
+    def remembered() -> int:
+        with reader.cursor() as con:
+            return reader.remember("answer", lambda: calls.append(1) or read_with(con))
+
+    def read_with(con: duckdb.DuckDBPyConnection) -> int:
+        return con.execute("select value from answer").fetchone()[0]
+
+    assert [remembered(), remembered()] == [1, 1] and len(calls) == 1
+    publish(live, 2)
+    assert [remembered(), remembered()] == [2, 2] and len(calls) == 2
+    reader.close()
+    inplace = WarehouseReader(live, "inplace")  # the file may change in place: never kept
+    with inplace.cursor() as con:
+        assert inplace.remember("answer", lambda: read_with(con)) == 2
+        assert inplace.remember("answer", lambda: 7) == 7
