@@ -24,7 +24,13 @@ from contracts.message import SOURCE_PATTERN
 from gateway import charts, insights
 from gateway.auth import LoginSettings
 from gateway.queries import ReadingQueries
-from gateway.warehouse_reader import UPDATING, WarehouseReader, WarehouseUnavailable
+from gateway.warehouse_reader import (
+    BEING_REPLACED,
+    NO_DATA,
+    UPDATING,
+    WarehouseReader,
+    WarehouseUnavailable,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 RETRY_AFTER_S = "10"
@@ -65,7 +71,7 @@ def add_page(app: FastAPI, page: PageSettings, queries: ReadingQueries) -> None:
     @app.exception_handler(WarehouseUnavailable)
     def unavailable(_request: Any, exc: WarehouseUnavailable) -> JSONResponse:
         return JSONResponse(
-            {"state": exc.state, "message": exc.message},
+            {"state": exc.state, "message": exc.message, "detail": exc.detail},
             status_code=503,
             headers={"Retry-After": RETRY_AFTER_S},
         )
@@ -126,7 +132,7 @@ def _overview(
     known = _sources(con, page)
     if not known:
         raise WarehouseUnavailable(
-            "no_data", "no data yet: the warehouse holds no daily costs (has the pipeline run?)"
+            NO_DATA, "No data yet: the pipeline has not computed any daily costs."
         )
     source = source or known[0]
     if source not in known:
@@ -171,7 +177,9 @@ def _read(run: Any) -> Any:
     try:
         return run()
     except duckdb.Error as exc:
-        raise WarehouseUnavailable(UPDATING, f"updating: {str(exc).splitlines()[0][:200]}") from exc
+        raise WarehouseUnavailable(
+            UPDATING, BEING_REPLACED, str(exc).splitlines()[0][:200]
+        ) from exc
 
 
 def _reports_index(reports_dir: Path) -> str:

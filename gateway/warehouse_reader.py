@@ -34,17 +34,20 @@ import duckdb
 
 NO_DATA = "no_data"
 UPDATING = "updating"
+BEING_REPLACED = "Updating: the data is being replaced and cannot be read yet; try again shortly."
 # How long a reader waits for the other readers of a replaced file before it looks again.
 _DRAIN_POLL_S = 0.5
 
 
 class WarehouseUnavailable(Exception):
-    """The warehouse cannot be read right now; `state` is NO_DATA or UPDATING."""
+    """The warehouse cannot be read right now; `state` is NO_DATA or UPDATING, `message` is for
+    a person, `detail` is DuckDB's own words."""
 
-    def __init__(self, state: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, state: str, message: str, detail: str = "") -> None:
+        super().__init__(f"{message} ({detail})" if detail else message)
         self.state = state
         self.message = message
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class FileIdentity:
             st = path.stat()
         except FileNotFoundError:
             raise WarehouseUnavailable(
-                NO_DATA, "no data yet: the pipeline has not published a warehouse"
+                NO_DATA, "No data yet: the nightly pipeline has not published any."
             ) from None
         return cls(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -171,7 +174,7 @@ class WarehouseReader:
                 fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise WarehouseUnavailable(
-                    UPDATING, "updating: the pipeline is publishing new data"
+                    UPDATING, "Updating: the pipeline is publishing new data right now."
                 ) from None
             try:
                 yield
@@ -184,10 +187,18 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(str(path), read_only=True)
     except duckdb.IOException as exc:
         if not path.exists():
-            raise WarehouseUnavailable(NO_DATA, "no data yet: the warehouse file is gone") from None
-        raise WarehouseUnavailable(UPDATING, f"updating: {_first_line(exc)}") from None
+            raise WarehouseUnavailable(
+                NO_DATA, "No data yet: the nightly pipeline has not published any."
+            ) from None
+        if "lock" in str(exc).lower():
+            raise WarehouseUnavailable(
+                UPDATING,
+                "Updating: another program has the data locked; try again in a moment.",
+                _first_line(exc),
+            ) from None
+        raise WarehouseUnavailable(UPDATING, BEING_REPLACED, _first_line(exc)) from None
     except duckdb.Error as exc:  # a file that is not (yet) a whole database
-        raise WarehouseUnavailable(UPDATING, f"updating: {_first_line(exc)}") from None
+        raise WarehouseUnavailable(UPDATING, BEING_REPLACED, _first_line(exc)) from None
 
 
 def _first_line(exc: Exception) -> str:

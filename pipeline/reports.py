@@ -133,7 +133,7 @@ class ReportDay(PipelineTask):
                     if day["billing"]
                 ]
         except WarehouseUnavailable as exc:
-            raise PipelineError(f"cannot read {store.duckdb_file}: {exc.message}") from None
+            raise PipelineError(f"cannot read {store.duckdb_file}: {exc}") from None
         finally:
             reader.close()
         from pipeline import report_html  # Altair and vl-convert: only when writing a report
