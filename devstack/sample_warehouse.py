@@ -12,6 +12,10 @@ what the page is tested against; the numbers here are data for the tests, not th
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -156,3 +160,21 @@ def publish_sample_warehouse(
 def sample_days(last: date, days: int) -> tuple[date, date]:
     """(first, last) of `days` local days ending with `last`."""
     return last - timedelta(days=days - 1), last
+
+
+@contextmanager
+def locked_by_another_process(live: Path) -> Iterator[None]:
+    """Another process holds DuckDB's own write lock on `live` (someone's duckdb shell)."""
+    script = (
+        f"import duckdb, sys; c = duckdb.connect({str(live)!r}); print('held', flush=True); "
+        "sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        if holder.stdout.readline().strip() != "held":
+            raise RuntimeError(f"could not lock {live} from another process")
+        yield
+    finally:
+        holder.communicate("", timeout=30)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -23,8 +21,13 @@ from zoneinfo import ZoneInfo
 import duckdb
 import httpx
 import pytest
+from selenium.webdriver.common.by import By
 
-from devstack.sample_warehouse import publish_sample_warehouse, sample_days
+from devstack.sample_warehouse import (
+    locked_by_another_process,
+    publish_sample_warehouse,
+    sample_days,
+)
 from devstack.servers import GatewayServer, InfluxServer, MosquittoServer
 from pipeline.warehouse import Warehouse, connect
 
@@ -139,6 +142,14 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 @pytest.fixture
+def signed_in(browser, site: Site):
+    """The browser with a session (an earlier test may have signed in already)."""
+    if not browser.current_url.startswith(site.url):
+        sign_in(browser, site)
+    return browser
+
+
+@pytest.fixture
 def shots(tmp_path: Path) -> Path:
     """Screenshots are kept as the test's artifacts in its temporary folder."""
     folder = tmp_path / "screenshots"
@@ -147,8 +158,6 @@ def shots(tmp_path: Path) -> Path:
 
 
 def sign_in(browser, site: Site) -> None:
-    from selenium.webdriver.common.by import By
-
     browser.get(site.url + "/")
     assert browser.current_url.endswith("/login"), "without a session / leads to the sign-in form"
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
@@ -262,8 +271,6 @@ def assert_page_equals_duckdb(browser, site: Site, source: str = "meter1") -> di
             continue
         assert float(raw) == pytest.approx(value, rel=1e-12, abs=1e-9), field
         assert text == FORMATS[kind](float(raw)), field
-    from selenium.webdriver.common.by import By
-
     assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#findings .reason")] == reasons
     assert reasons, "the sample warehouse has findings to show"
     return expected
@@ -282,8 +289,6 @@ def assert_charts_drawn(browser) -> None:
 @needs_chromium
 @pytest.mark.timeout(240)
 def test_page_shows_duckdbs_numbers_and_follows_a_publish(browser, site: Site, shots: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     site.publish(scale=1.0)
     sign_in(browser, site)
     browser.save_screenshot(str(shots / "page.png"))
@@ -310,7 +315,8 @@ def test_page_shows_duckdbs_numbers_and_follows_a_publish(browser, site: Site, s
 
 @needs_chromium
 @pytest.mark.timeout(240)
-def test_page_is_usable_at_a_phones_width_in_dark_mode(browser, site: Site, shots: Path) -> None:
+def test_page_is_usable_at_a_phones_width_in_dark_mode(signed_in, site: Site, shots: Path) -> None:
+    browser = signed_in
     browser.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
         {"width": 375, "height": 812, "deviceScaleFactor": 2, "mobile": True},
@@ -320,8 +326,6 @@ def test_page_is_usable_at_a_phones_width_in_dark_mode(browser, site: Site, shot
         {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
     )
     try:
-        if not browser.current_url.startswith(site.url):
-            sign_in(browser, site)
         browser.get(site.url + "/")
         wait_rendered(browser, 1)
         assert browser.execute_script("return window.innerWidth") == 375
@@ -346,12 +350,9 @@ def test_page_is_usable_at_a_phones_width_in_dark_mode(browser, site: Site, shot
 @needs_chromium
 @pytest.mark.timeout(240)
 def test_page_says_when_data_is_stale_or_a_table_is_not_built_yet(
-    browser, site: Site, shots: Path
+    signed_in, site: Site, shots: Path
 ) -> None:
-    from selenium.webdriver.common.by import By
-
-    if not browser.current_url.startswith(site.url):
-        sign_in(browser, site)
+    browser = signed_in
     first, last = sample_days(yesterday() - timedelta(days=3), 70)
     try:
         publish_sample_warehouse(site.live, SOURCES, first, last)
@@ -436,12 +437,9 @@ def test_sign_in_sets_a_strict_cookie_and_a_wrong_password_is_slow_and_counted(
 @needs_chromium
 @pytest.mark.timeout(240)
 def test_missing_locked_or_broken_warehouse_shows_a_clear_state(
-    browser, site: Site, shots: Path
+    signed_in, site: Site, shots: Path
 ) -> None:
-    from selenium.webdriver.common.by import By
-
-    if not browser.current_url.startswith(site.url):
-        sign_in(browser, site)
+    browser = signed_in
     aside = site.live.with_name("aside.duckdb")
 
     def check(state: str, words: str, shot: str) -> None:
@@ -464,24 +462,10 @@ def test_missing_locked_or_broken_warehouse_shows_a_clear_state(
         check("updating", "updating", "half-copied")
     finally:
         os.replace(aside, site.live)
-    # A process holding DuckDB's write lock on the live file (someone's duckdb shell). The
-    # gateway's own connection went with the broken file above, so the holder gets the lock.
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, sys; c = duckdb.connect({str(site.live)!r}); "
-            "print('held', flush=True); sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    # Someone's duckdb shell holds DuckDB's write lock on the live file. The gateway's own
+    # connection went with the broken file above, so that process gets the lock.
+    with locked_by_another_process(site.live):
         check("updating", "lock", "locked")
-    finally:
-        holder.communicate("", timeout=30)
     browser.get(site.url + "/")
     wait_rendered(browser, 1)
     assert browser.execute_script("return document.body.dataset.state") == "ok"

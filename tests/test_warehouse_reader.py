@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from devstack.sample_warehouse import locked_by_another_process
 from gateway.warehouse_reader import NO_DATA, UPDATING, WarehouseReader, WarehouseUnavailable
 from pipeline.warehouse import SCHEMA_SQL, Warehouse, connect
 
@@ -111,24 +112,10 @@ def test_missing_locked_and_broken_files_are_states_not_errors(tmp_path: Path) -
     assert caught.value.state == UPDATING
     live.unlink()
     publish(live, 5)
-    holder = subprocess.Popen(  # another process holds DuckDB's own write lock on the file
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, sys; c = duckdb.connect({str(live)!r}); print('held', flush=True); "
-            "sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with locked_by_another_process(live):
         with pytest.raises(WarehouseUnavailable) as caught:
             read(reader)
         assert caught.value.state == UPDATING and "lock" in caught.value.message.lower()
-    finally:
-        holder.communicate("", timeout=30)
     assert read(reader) == 5
     reader.close()
 

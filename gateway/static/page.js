@@ -106,9 +106,12 @@ function renderSources(sources) {
   select.replaceChildren(...sources.map((s) => new Option(s, s, false, s === source)));
 }
 
+function forSource(path) {
+  return path + (source ? "?source=" + encodeURIComponent(source) : "");
+}
+
 async function loadOverview() {
-  const url = "/api/overview" + (source ? "?source=" + encodeURIComponent(source) : "");
-  const result = await fetchJson(url);
+  const result = await fetchJson(forSource("/api/overview"));
   if (!result) return;
   const warehouse = document.getElementById("warehouse");
   if (!result.ok) {
@@ -152,8 +155,7 @@ async function loadOverview() {
 }
 
 async function loadLive() {
-  const url = "/api/today" + (source ? "?source=" + encodeURIComponent(source) : "");
-  const result = await fetchJson(url);
+  const result = await fetchJson(forSource("/api/today"));
   if (!result) return;
   const note = document.getElementById("live-note");
   if (!result.ok) {
