@@ -80,7 +80,7 @@ def test_report_day_is_self_contained_atomic_and_idempotent(warehouse, tmp_path:
     assert not [p.name for p in daily.parent.iterdir() if p.name.startswith(".")]  # no temp file
 
     # A rerun finds it complete and leaves it alone; written again, it is the same bytes.
-    assert ReportDay(date=D).complete() and ReportDay.bulk_complete([D]) == [D]
+    assert ReportDay(date=D).complete() and ReportDay.bulk_complete(iter([D])) == [D]
     mtime = daily.stat().st_mtime_ns
     assert warehouse.build(ReportDay(date=D))
     assert daily.stat().st_mtime_ns == mtime
