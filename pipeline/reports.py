@@ -13,13 +13,15 @@ while that build is current, and a rebuild of the day writes it again. E-mail is
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import smtplib
 import ssl
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -38,6 +40,7 @@ from pipeline.config import (
 )
 from pipeline.days import LocalDateParameter
 from pipeline.errors import PipelineError
+from pipeline.failpoints import failpoint
 from pipeline.partitions import fsync_path
 from pipeline.tasks import DbtBuild, PipelineTask
 from pipeline.warehouse import marker_ids, read_markers
@@ -47,6 +50,8 @@ logger = logging.getLogger("luigi-interface")
 # LEAD: switch to ForecastDay (pipeline.tasks) once it is merged: the report shows its forecast.
 UPSTREAM = DbtBuild
 
+# A report being written; one a killed writer left is removed by the next writer.
+TEMP_PREFIX = ".writing-"
 BUILT_FROM = re.compile(r'<meta name="built-from" content="([^"]*)">')
 
 
@@ -138,14 +143,13 @@ class ReportDay(PipelineTask):
             reader.close()
         from pipeline import report_html  # Altair and vl-convert: only when writing a report
 
-        for day, rows in periods:
-            start = day["billing"]["period_start"]
-            write_atomically(
-                period_path(day["source"], start), report_html.period(day, rows, build)
-            )
-        daily = report_html.daily(self.date, days, build)
-        send_report(self.date, daily, days)
-        write_atomically(daily_path(self.date), daily)
+        with writing_reports(reports_root()):
+            for day, rows in periods:
+                path = period_path(day["source"], day["billing"]["period_start"])
+                write_atomically(path, report_html.period(day, rows, build))
+            daily = report_html.daily(self.date, days, build)
+            send_report(self.date, daily, days)
+            write_atomically(daily_path(self.date), daily)
         self.report(1.0, f"report for {self.date}: {len(days)} source(s)")
 
     @classmethod
@@ -179,16 +183,31 @@ def period_days(con: duckdb.DuckDBPyConnection, source: str, period: dict) -> li
     return insights.days_between(con, source, period["period_start"], last)
 
 
+@contextmanager
+def writing_reports(root: Path) -> Iterator[None]:
+    """One report writer at a time; it first removes what killed writers left behind."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # reports take seconds: wait for the other writer
+        for leftover in root.glob(f"**/{TEMP_PREFIX}*"):
+            leftover.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Temporary file in the same folder, fsync, rename, fsync the folder: whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(temp, 0o644)
+        failpoint("report.before_rename")
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

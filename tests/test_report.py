@@ -89,6 +89,27 @@ def test_report_day_is_self_contained_atomic_and_idempotent(warehouse, tmp_path:
     assert daily.read_text() == text
 
 
+def test_killed_while_writing_a_report_then_rerun(warehouse, tmp_path: Path) -> None:
+    env = {"REPORTS_DIR": str(tmp_path / "reports")}
+    killed = warehouse.cli(
+        "ReportDay",
+        "--date",
+        str(D),
+        "--local-scheduler",
+        extra_env={**env, "PIPELINE_FAILPOINT": "report.before_rename"},
+    )
+    assert killed.returncode == -9
+    folder = tmp_path / "reports" / "period" / "meter1"
+    (left,) = folder.iterdir()  # the first file's temporary copy, never half a report
+    assert left.name.startswith(".writing-2025-12-01.html.")
+    assert not daily_file(tmp_path).exists()
+    rerun = warehouse.cli("ReportDay", "--date", str(D), "--local-scheduler", extra_env=env)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "<svg" in daily_file(tmp_path).read_text()
+    assert [p.name for p in folder.iterdir()] == ["2025-12-01.html"]  # the leftover is gone
+    assert (folder / "2025-12-01.html").read_text().endswith("</html>\n")
+
+
 def test_a_report_of_another_build_is_not_current(tmp_path: Path) -> None:
     path = tmp_path / "r.html"
     path.write_text('<!doctype html><meta name="built-from" content="abc">')
