@@ -15,22 +15,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import requests
 from fastapi import FastAPI, HTTPException, Query, Response
 from fastapi.responses import PlainTextResponse
-from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from contracts.message import SOURCE_PATTERN, format_ts
 from gateway.auth import install_auth
 from gateway.ingest import Gateway
 from gateway.page import PageSettings, add_page
-from gateway.queries import ReadingQueries
+from gateway.queries import INFLUX_ERRORS, ReadingQueries
 
 EVERY_PATTERN = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_POINTS_PER_SOURCE = 10_000
 DEFAULT_RANGE = timedelta(days=1)
-INFLUX_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.RequestException)
 
 SourceParam = Annotated[
     str | None,

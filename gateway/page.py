@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from contracts.message import SOURCE_PATTERN
 from gateway import charts, insights
 from gateway.auth import LoginSettings
-from gateway.queries import ReadingQueries
+from gateway.queries import INFLUX_ERRORS, ReadingQueries
 from gateway.warehouse_reader import (
     BEING_REPLACED,
     NO_DATA,
@@ -102,7 +102,7 @@ def add_page(app: FastAPI, page: PageSettings, queries: ReadingQueries) -> None:
         try:
             latest = queries.latest(source)
             points = queries.downsampled(source, midnight, now, TODAY_EVERY_S)
-        except Exception as exc:  # InfluxDB down: the page says so, the rest of it still works
+        except INFLUX_ERRORS as exc:  # InfluxDB down: the page says so, the rest still works
             raise HTTPException(503, f"InfluxDB query failed: {str(exc)[:200]}") from exc
         return {
             "source": source,

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import requests
 from influxdb import InfluxDBClient
+from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from contracts.message import format_ts
 from gateway.influx_writer import EPOCH, ONE_MS
 
 ONE_NS_PER_MS = 1_000_000
+# What a query may raise when InfluxDB refuses, fails or cannot be reached.
+INFLUX_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.RequestException)
 
 
 def quote_ident(name: str) -> str:

@@ -28,7 +28,7 @@ from devstack.sample_warehouse import (
     publish_sample_warehouse,
     sample_days,
 )
-from devstack.servers import GatewayServer, InfluxServer, MosquittoServer
+from devstack.servers import GatewayServer, InfluxServer, MosquittoServer, free_port
 from pipeline.warehouse import Warehouse, connect
 
 CHROMIUM = "/usr/bin/chromium"
@@ -471,3 +471,24 @@ def test_missing_locked_or_broken_warehouse_shows_a_clear_state(
     assert browser.execute_script("return document.body.dataset.state") == "ok"
     errors = console_errors(browser)  # the 503s of the states above are expected, nothing else
     assert all("503" in e for e in errors), errors
+
+
+@pytest.mark.timeout(120)
+def test_influxdb_down_leaves_the_warehouse_part_working(
+    site: Site, mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        **mosquitto.env(),
+        "INFLUX_URL": f"http://127.0.0.1:{free_port()}",  # nobody listens
+        "INFLUX_TIMEOUT_S": "2",
+        "MQTT_TOPIC": f"t{tag}/power",
+        "MQTT_CLIENT_ID": f"gateway-{tag}",
+        "DUCKDB_PATH": str(site.live),
+        "GATEWAY_API_TOKEN": TOKEN,
+    }
+    with GatewayServer(tmp_path / "gateway", env) as gateway:
+        api = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {TOKEN}"})
+        today = api.get("/api/today", timeout=30)
+        assert today.status_code == 503 and "InfluxDB query failed" in today.json()["detail"]
+        assert api.get("/api/overview", timeout=30).json()["state"] == "ok"
