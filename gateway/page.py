@@ -59,7 +59,7 @@ class PageSettings:
         )
 
 
-def report_link(reports_dir: Path, kind: str, name: str) -> str | None:
+def _report_link(reports_dir: Path, kind: str, name: str) -> str | None:
     """The page's link to a report file, when the pipeline has written it."""
     return f"/reports/{kind}/{name}" if (reports_dir / kind / name).is_file() else None
 
@@ -119,9 +119,8 @@ def add_page(app: FastAPI, page: PageSettings, queries: ReadingQueries) -> None:
         pattern = REPORT_PATHS.get(kind)
         folder = (page.reports_dir / kind).resolve()
         path = (folder / name).resolve()
-        if pattern is None or not pattern.fullmatch(name) or not path.is_relative_to(folder):
-            raise HTTPException(404, "no such report")
-        if not path.is_file():
+        known = pattern is not None and pattern.fullmatch(name) and path.is_relative_to(folder)
+        if not known or not path.is_file():
             raise HTTPException(404, "no such report")
         return FileResponse(path, media_type="text/html")
 
@@ -149,9 +148,9 @@ def _overview(
         "age_days": (yesterday - newest).days,
         "charts": _charts(result),
         "reports": {
-            "daily": report_link(page.reports_dir, "daily", f"{day}.html"),
+            "daily": _report_link(page.reports_dir, "daily", f"{day}.html"),
             "period": period
-            and report_link(page.reports_dir, "period", f"{source}/{period['period_start']}.html"),
+            and _report_link(page.reports_dir, "period", f"{source}/{period['period_start']}.html"),
         },
     }
     return result
