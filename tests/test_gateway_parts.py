@@ -110,6 +110,8 @@ def test_bad_tuning_values_are_refused(name: str, monkeypatch: pytest.MonkeyPatc
         ("SOURCE_DEFAULT", "no/slash", "SOURCE_DEFAULT"),
         ("MQTT_BROKER_URL", "http://gateway:s3cret@broker", "mqtt:// or mqtts://"),
         ("GATEWAY_BATCH_SIZE", "many", "GATEWAY_BATCH_SIZE must be an integer"),
+        ("GATEWAY_UI_PASSWORD_HASH", "s3cret-not-a-hash", "GATEWAY_UI_PASSWORD_HASH must look"),
+        ("DUCKDB_PUBLISH_MODE", "sometimes", "DUCKDB_PUBLISH_MODE must be swap or inplace"),
     ],
 )
 def test_bad_configuration_stops_the_gateway_at_start(name: str, value: str, message: str) -> None:

@@ -50,11 +50,6 @@ DATA_ROUTES = (
     "/openapi.json",
 )
 
-needs_chromium = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="Debian's chromium and chromium-driver are missing (scripts/bootstrap installs them)",
-)
-
 
 def yesterday() -> date:
     return datetime.now(ZONE).date() - timedelta(days=1)
@@ -286,7 +281,6 @@ def assert_charts_drawn(browser) -> None:
         assert marks > 10, f"{chart} drew {marks} marks"
 
 
-@needs_chromium
 @pytest.mark.timeout(240)
 def test_page_shows_duckdbs_numbers_and_follows_a_publish(browser, site: Site, shots: Path) -> None:
     site.publish(scale=1.0)
@@ -313,7 +307,6 @@ def test_page_shows_duckdbs_numbers_and_follows_a_publish(browser, site: Site, s
     assert console_errors(browser) == []
 
 
-@needs_chromium
 @pytest.mark.timeout(240)
 def test_page_is_usable_at_a_phones_width_in_dark_mode(signed_in, site: Site, shots: Path) -> None:
     browser = signed_in
@@ -347,7 +340,6 @@ def test_page_is_usable_at_a_phones_width_in_dark_mode(signed_in, site: Site, sh
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
-@needs_chromium
 @pytest.mark.timeout(240)
 def test_page_says_when_data_is_stale_or_a_table_is_not_built_yet(
     signed_in, site: Site, shots: Path
@@ -434,7 +426,6 @@ def test_sign_in_sets_a_strict_cookie_and_a_wrong_password_is_slow_and_counted(
     assert "secure" in {p.strip().lower() for p in behind_https.headers["set-cookie"].split(";")}
 
 
-@needs_chromium
 @pytest.mark.timeout(240)
 def test_missing_locked_or_broken_warehouse_shows_a_clear_state(
     signed_in, site: Site, shots: Path
