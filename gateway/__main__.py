@@ -23,6 +23,7 @@ from gateway.influx_writer import InfluxWriter
 from gateway.ingest import Gateway
 from gateway.live_power import LivePowerPublisher
 from gateway.metrics import GatewayMetrics
+from gateway.page import PageSettings
 from gateway.queries import ReadingQueries
 from gateway.settings import DEFAULT_CLIENT_ID, GatewaySettings
 
@@ -43,10 +44,13 @@ def main() -> int:
         mqtt_settings = MqttSettings.from_env(default_client_id=DEFAULT_CLIENT_ID)
         influx = InfluxSettings.from_env()
         fallback_source = default_source()  # a bad SOURCE_DEFAULT stops us here
+        page = PageSettings.from_env()
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    log.info("starting: %r %r %r", settings, mqtt_settings, influx)
+    log.info("starting: %r %r %r %r", settings, mqtt_settings, influx, page.login)
+    if not settings.api_token and not page.login:
+        log.warning("no GATEWAY_API_TOKEN or GATEWAY_UI_PASSWORD: the API and page are open")
 
     metrics = GatewayMetrics()
     deadletters = DeadLetters(
@@ -63,7 +67,7 @@ def main() -> int:
     queries = ReadingQueries(
         make_client(InfluxSettings.from_env(timeout_s=QUERY_TIMEOUT_S)), influx.measurement
     )
-    app = create_app(gateway, queries, settings.api_token)
+    app = create_app(gateway, queries, settings.api_token, page)
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
     )
@@ -82,6 +86,7 @@ def main() -> int:
     server.should_exit = True
     gateway.stop()
     deadletters.close()
+    page.warehouse.close()
     api.join(5)
     log.info("stopped")
     return 0 if stop.is_set() else 1

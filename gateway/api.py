@@ -1,26 +1,29 @@
-"""The HTTP API: health, the latest readings, downsampled history, Prometheus metrics.
+"""The HTTP API: health, the latest readings, downsampled history, Prometheus metrics, and
+the household's page (gateway.page).
 
-Every route but /healthz asks for `Authorization: Bearer <GATEWAY_API_TOKEN>` when a token
-is configured (the OpenAPI page too: it describes the data).
+Every route but /healthz, the sign-in form and static files asks for
+`Authorization: Bearer <GATEWAY_API_TOKEN>` or a signed-in person's session cookie when a
+token or a password is configured (the OpenAPI page too: it describes the data); see
+gateway.auth.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import requests
-from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
-from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi.responses import PlainTextResponse
 
 from contracts.message import SOURCE_PATTERN, format_ts
+from gateway.auth import install_auth
 from gateway.ingest import Gateway
 from gateway.queries import EARLIEST_QUERY_TIME, LATEST_QUERY_TIME, ReadingQueries
+from gateway.page import PageSettings, add_page
+from gateway.queries import INFLUX_ERRORS, ReadingQueries
 
 EVERY_PATTERN = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -28,7 +31,6 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_EVERY_S = 3650 * UNIT_SECONDS["d"]
 MAX_POINTS_PER_SOURCE = 10_000
 DEFAULT_RANGE = timedelta(days=1)
-INFLUX_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.RequestException)
 
 SourceParam = Annotated[
     str | None,
@@ -39,27 +41,18 @@ SourceParam = Annotated[
 ]
 
 
-def create_app(gateway: Gateway, queries: ReadingQueries, token: str | None) -> FastAPI:
+def create_app(
+    gateway: Gateway,
+    queries: ReadingQueries,
+    token: str | None,
+    page: PageSettings | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="Home energy gateway",
         description="Smart-meter readings from MQTT into InfluxDB (design.md sections 1 and 2).",
     )
 
-    if token:
-        expected = f"Bearer {token}".encode()
-
-        @app.middleware("http")
-        async def require_token(
-            request: Request, call_next: Callable[[Request], Awaitable[Response]]
-        ) -> Response:
-            given = request.headers.get("authorization", "").encode()
-            if request.url.path != "/healthz" and not secrets.compare_digest(given, expected):
-                return JSONResponse(
-                    {"detail": "missing or wrong bearer token"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            return await call_next(request)
+    install_auth(app, token, page.login if page else None, gateway.metrics)
 
     @app.get("/healthz", summary="Broker connected, InfluxDB reachable, age of the last reading")
     def healthz(response: Response) -> dict:
@@ -107,6 +100,8 @@ def create_app(gateway: Gateway, queries: ReadingQueries, token: str | None) -> 
     def metrics() -> str:
         return gateway.metrics.render()
 
+    if page:
+        add_page(app, page, queries)
     return app
 
 

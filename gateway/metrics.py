@@ -93,6 +93,10 @@ class GatewayMetrics:
             "gateway_reading_delay_seconds",
             "From a reading's ts to InfluxDB accepting it (end-to-end latency).",
         )
+        self.logins = Counter("gateway_logins_total", "People signed in on the page's form.")
+        self.login_failures = Counter(
+            "gateway_login_failures_total", "Sign-in attempts with a wrong password."
+        )
         self.gauges: list[Gauge] = []
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import requests
 from influxdb import InfluxDBClient
+from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from contracts.message import format_ts
 from gateway.influx_writer import EPOCH, ONE_MS
@@ -15,6 +17,8 @@ ONE_NS_PER_MS = 1_000_000
 # 2262-04-11T23:47:16Z); a query outside it is a 400. Whole days inside that range:
 EARLIEST_QUERY_TIME = datetime(1677, 9, 22, tzinfo=UTC)
 LATEST_QUERY_TIME = datetime(2262, 4, 11, tzinfo=UTC)
+# What a query may raise when InfluxDB refuses, fails or cannot be reached.
+INFLUX_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.RequestException)
 
 
 def quote_ident(name: str) -> str:

@@ -9,6 +9,7 @@ from pipeline import runlog  # noqa: F401  (registers the run-log event handlers
 from pipeline.errors import OneLineExpectedFailures
 from pipeline.outputs import HomeAssistantPublishDay, InfluxWriteBackDay
 from pipeline.ranges import RangeDaily
+from pipeline.reports import ReportDay
 from pipeline.tasks import DbtBuild, DuckLoadDay, ExtractDay, ParquetDay
 
 logging.getLogger("luigi-interface").addFilter(OneLineExpectedFailures())
@@ -31,4 +32,5 @@ __all__ = [
     "InfluxWriteBackDay",
     "ParquetDay",
     "RangeDaily",
+    "ReportDay",
 ]
