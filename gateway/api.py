@@ -21,9 +21,8 @@ from fastapi.responses import PlainTextResponse
 from contracts.message import SOURCE_PATTERN, format_ts
 from gateway.auth import install_auth
 from gateway.ingest import Gateway
-from gateway.queries import EARLIEST_QUERY_TIME, LATEST_QUERY_TIME, ReadingQueries
 from gateway.page import PageSettings, add_page
-from gateway.queries import INFLUX_ERRORS, ReadingQueries
+from gateway.queries import EARLIEST_QUERY_TIME, INFLUX_ERRORS, LATEST_QUERY_TIME, ReadingQueries
 
 EVERY_PATTERN = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
