@@ -98,8 +98,13 @@ def forecast_fingerprint(built: dict[str, str | None], day: date) -> str | None:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
+def recent_since() -> date:
+    """The first day forecast: `[forecast] recent_days` back from yesterday."""
+    return local_today(calendar().zone) - timedelta(days=forecast().recent_days)
+
+
 def is_recent(day: date) -> bool:
-    return day >= local_today(calendar().zone) - timedelta(days=forecast().recent_days)
+    return day >= recent_since()
 
 
 class ForecastDay(PipelineTask):
@@ -123,13 +128,15 @@ class ForecastDay(PipelineTask):
         # statsforecast takes seconds to import: only the task that forecasts pays for that.
         from pipeline.forecast_models import forecast_sources
 
-        days = self.days()
-        ids = marker_ids(self.get_task_family(), days)
         zone, settings = calendar().zone, forecast()
         rows, unforecast, old = 0, [], 0
         with live_warehouse().writing() as con:
             con.execute(FORECAST_SCHEMA_SQL)
             built = markers_in(con, f"{DbtBuild.get_task_family()}(")
+            # Recent forecasts a rebuilt day made stale (it is in their history) are made
+            # again now, not a run later.
+            days = sorted({*self.days(), *stale_recent_days(con, built)})
+            ids = marker_ids(self.get_task_family(), days)
             for n, day in enumerate(days):
                 fingerprint = forecast_fingerprint(built, day)
                 if fingerprint is None:
@@ -148,16 +155,18 @@ class ForecastDay(PipelineTask):
         self.report(1.0, self._summary(rows, unforecast, old))
 
     def _summary(self, rows: int, unforecast: list[str], old: int) -> str:
+        """One line for luigid's status and the log (a warning when a source got none)."""
         parts = [f"{rows:,} forecast rows"]
         if unforecast:
             parts.append("no forecast where " + "; ".join(unforecast))
-            logger.warning("%s: no forecast where %s", self.task_id, "; ".join(unforecast))
         if old:
             parts.append(
                 f"{old} day(s) older than [forecast] recent_days={forecast().recent_days} "
                 "marked without a forecast"
             )
-        return ", ".join(parts)
+        summary = ", ".join(parts)
+        logger.log(logging.WARNING if unforecast else logging.INFO, "%s: %s", self, summary)
+        return summary
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
@@ -171,6 +180,20 @@ class ForecastDay(PipelineTask):
             if made.get(marker_ids(family, [_as_day(value)])[_as_day(value)])
             == forecast_fingerprint(built, _as_day(value))
         ]
+
+
+def stale_recent_days(con: duckdb.DuckDBPyConnection, built: dict[str, str | None]) -> list[date]:
+    """Recent days whose forecast was made from DbtBuild markers that have changed since."""
+    made = con.execute(
+        f"select partition_date, fingerprint from {MARKER_TABLE} "
+        "where starts_with(update_id, ?) and partition_date >= ?",
+        [f"{ForecastDay.get_task_family()}(", recent_since()],
+    ).fetchall()
+    return [
+        day
+        for day, fingerprint in made
+        if forecast_fingerprint(built, day) not in (None, fingerprint)
+    ]
 
 
 def read_history(con: duckdb.DuckDBPyConnection, day: date) -> pd.DataFrame:
