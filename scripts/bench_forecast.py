@@ -82,7 +82,7 @@ task = ForecastDay(date=ForecastDay.date.parse({day!r}))
 task.set_status_message = lambda message: print(message)
 task.set_progress_percentage = lambda percent: None
 task.run()
-print(f"cpu {time.process_time():.2f} s")
+print(f"cpu {{time.process_time():.2f}} s")
 """
 
 
