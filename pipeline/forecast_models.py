@@ -138,7 +138,8 @@ def forecast_source(
         return result
     frame = pd.DataFrame({"unique_id": source, "ds": np.arange(len(y)), "y": y.to_numpy()})
     windows = min(settings.backtest_days, days - settings.min_history_days)
-    candidates = [c for c in CANDIDATES if c.min_train_days <= days - windows]
+    trained_on = min(settings.fit_days, days - windows)  # days before the first origin
+    candidates = [c for c in CANDIDATES if c.min_train_days <= trained_on]
     # ETS divides by zero on the shortest histories while it rules a form out; not news.
     with threadpool_limits(1), np.errstate(divide="ignore", invalid="ignore"):
         if windows:

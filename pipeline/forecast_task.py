@@ -42,6 +42,7 @@ logger = logging.getLogger("luigi-interface")
 
 FORECAST_TABLE = "fct_energy_forecast"
 ACCURACY_TABLE = "forecast_accuracy"
+MIN_DAYS = 14  # two weeks: what MSTL's weekly season and the daily AutoETS need
 # Raise when the models change: every forecast's fingerprint changes, so they are made again.
 MODELS_VERSION = 1
 
@@ -98,6 +99,23 @@ def forecast_fingerprint(built: dict[str, str | None], day: date) -> str | None:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
+def checked_settings() -> forecast:
+    """The [forecast] settings, refused in one line when the models cannot work with them."""
+    settings = forecast()
+    for name in ("fit_days", "min_history_days"):
+        if getattr(settings, name) < MIN_DAYS:
+            raise PipelineError(
+                f"[forecast] {name} = {getattr(settings, name)}: the weekly models need at "
+                f"least {MIN_DAYS} days"
+            )
+    if settings.backtest_days < 1 or settings.recent_days < 0:
+        raise PipelineError(
+            f"[forecast] backtest_days = {settings.backtest_days} must be at least 1 and "
+            f"recent_days = {settings.recent_days} at least 0"
+        )
+    return settings
+
+
 def recent_since() -> date:
     """The first day forecast: `[forecast] recent_days` back from yesterday."""
     return local_today(calendar().zone) - timedelta(days=forecast().recent_days)
@@ -128,7 +146,7 @@ class ForecastDay(PipelineTask):
         # statsforecast takes seconds to import: only the task that forecasts pays for that.
         from pipeline.forecast_models import forecast_sources
 
-        zone, settings = calendar().zone, forecast()
+        zone, settings = calendar().zone, checked_settings()
         rows, unforecast, old = 0, [], 0
         with live_warehouse().writing() as con:
             con.execute(FORECAST_SCHEMA_SQL)

@@ -15,11 +15,13 @@ from luigi.task_register import Register
 
 from pipeline.config import forecast
 from pipeline.days import day_window_utc, local_today
+from pipeline.errors import PipelineError
 from pipeline.forecast_models import forecast_sources
 from pipeline.forecast_task import (
     ACCURACY_TABLE,
     FORECAST_TABLE,
     ForecastDay,
+    checked_settings,
     forecast_states,
     read_history,
 )
@@ -264,3 +266,19 @@ def test_a_backfill_and_one_day_at_a_time_give_the_same_forecasts(
 def _fresh_config(pipeline_env) -> None:
     """Config objects are cached per process: read this test's environment."""
     Register.clear_instance_cache()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("FORECAST_MIN_HISTORY_DAYS", "7", "[forecast] min_history_days = 7: the weekly models"),
+        ("FORECAST_FIT_DAYS", "10", "[forecast] fit_days = 10: the weekly models need at least"),
+        ("FORECAST_BACKTEST_DAYS", "0", "[forecast] backtest_days = 0 must be at least 1"),
+    ],
+)
+def test_unworkable_settings_are_one_clear_error(monkeypatch, setting, value, message) -> None:
+    monkeypatch.setenv(setting, value)
+    Register.clear_instance_cache()
+    with pytest.raises(PipelineError) as refused:
+        checked_settings()
+    assert message in str(refused.value) and "\n" not in str(refused.value)
