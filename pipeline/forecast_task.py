@@ -26,6 +26,7 @@ import pandas as pd
 from pipeline.config import calendar, forecast, storage
 from pipeline.days import LocalDaysParameter, local_today
 from pipeline.errors import PipelineError
+from pipeline.failpoints import failpoint
 from pipeline.tasks import DbtBuild, PipelineTask, _as_day, _task_class, live_warehouse
 from pipeline.warehouse import (
     MARKER_TABLE,
@@ -245,6 +246,7 @@ def replace_day(con, day: date, results: list, update_id: str, fingerprint: str)
             row_count=len(forecasts),
             fingerprint=fingerprint,
         )
+        failpoint("forecast.before_commit")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import urllib.parse
 import urllib.request
 from datetime import date, datetime, timedelta
@@ -282,3 +283,30 @@ def test_unworkable_settings_are_one_clear_error(monkeypatch, setting, value, me
     with pytest.raises(PipelineError) as refused:
         checked_settings()
     assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_killed_at_any_point_the_next_run_finishes_the_forecast(pipeline_env) -> None:
+    days = recent_days(15)
+    pipeline_env.write(household(days[0], len(days)))
+    command = ("RangeDaily", "--of", "DbtBuild", "--days-back", str(len(days)), "--local-scheduler")
+    assert pipeline_env.cli(*command).returncode == 0
+    forecast_day = ("ForecastDay", "--date", str(days[-1]), "--local-scheduler")
+    for point in ("forecast.before_commit", "publish.loaded", "publish.verified"):
+        killed = pipeline_env.cli(*forecast_day, extra_env={"PIPELINE_FAILPOINT": point})
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+        with duckdb.connect(str(pipeline_env.duckdb), read_only=True) as con:
+            published = con.execute(
+                "select count(*) from information_schema.tables where table_name = ?",
+                [FORECAST_TABLE],
+            ).fetchone()[0]
+        assert published == 0, point  # the live file is the one before the run
+        Register.clear_instance_cache()
+        assert ForecastDay.bulk_complete(iter([days[-1]])) == []
+
+    result = pipeline_env.cli(*forecast_day)
+    assert result.returncode == 0, result.stderr
+    Register.clear_instance_cache()
+    assert ForecastDay.bulk_complete(iter([days[-1]])) == [days[-1]]
+    made, scored = tables(pipeline_env)
+    assert len(made) == len(SOURCES) * (48 + 7) and len(scored) > 0
+    assert not list(pipeline_env.duckdb.parent.glob("*.next.duckdb*"))
