@@ -17,7 +17,9 @@ here (scripts/bench_dbt.py measures it).
 2. Quality, out of sample: from `--origins` days spread over the last year, every source is
    forecast as ForecastDay does (backtest, choice, forecast of the next 48 half hours) and
    compared with what the curves did next; seasonal naive (the same half hour a week before)
-   is scored on the same half hours. Goal: the chosen models' MAE at least 10 % lower.
+   is scored on the same half hours. Goal: the chosen models' MAE at least 10 % lower. Also
+   printed: how many actuals fall inside the 80 % intervals, and the next day's total from
+   AutoETS against the same weekday a week before.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -141,21 +144,51 @@ def backtest_figures(live: Path, yesterday: date) -> pd.DataFrame:
         ).df()
 
 
-def out_of_sample(curves: pd.DataFrame, origins: list[date]) -> tuple[float, float, dict]:
-    """MAE of the chosen models and of seasonal naive over the day after each origin."""
+@dataclass
+class Scores:
+    """Absolute errors out of sample, and whether each actual fell inside its interval."""
+
+    chosen: list[np.ndarray] = field(default_factory=list)
+    naive: list[np.ndarray] = field(default_factory=list)
+    inside: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, forecast_rows: pd.DataFrame, actual: np.ndarray, naive: np.ndarray) -> None:
+        self.chosen.append(np.abs(forecast_rows["value_kwh"].to_numpy() - actual))
+        self.naive.append(np.abs(naive - actual))
+        lower, upper = forecast_rows["lower_kwh"].to_numpy(), forecast_rows["upper_kwh"].to_numpy()
+        self.inside.append((lower <= actual) & (actual <= upper))
+
+    def mae(self) -> tuple[float, float]:
+        return float(np.mean(self.chosen)), float(np.mean(self.naive))
+
+    def coverage(self) -> float:
+        return float(np.mean(self.inside))
+
+
+def out_of_sample(curves: pd.DataFrame, origins: list[date]) -> tuple[Scores, Scores, dict]:
+    """Half hours: the chosen models and seasonal naive (a week before) over the day after
+    each origin. Days: AutoETS and the same weekday a week before, over the next day."""
     zone, settings = ZoneInfo(TZ), forecast()
-    chosen_errors, naive_errors, picks = [], [], {}
+    half_hours, days, picks = Scores(), Scores(), {}
     for source, rows in curves.groupby("source"):
         series = rows.set_index("bucket_start_utc")["energy_kwh"]
+        totals = rows.groupby("date_jst")["energy_kwh"].sum()
         for origin in origins:
             result = forecast_source(source, rows[rows.date_jst <= origin], origin, zone, settings)
             targets = result.half_hours["target_start_utc"]
-            actual = series.reindex(targets).to_numpy()
-            week_before = series.reindex(targets - pd.Timedelta(minutes=30) * WEEK).to_numpy()
-            chosen_errors.append(np.abs(result.half_hours["value_kwh"].to_numpy() - actual))
-            naive_errors.append(np.abs(week_before - actual))
+            half_hours.add(
+                result.half_hours,
+                series.reindex(targets).to_numpy(),
+                series.reindex(targets - pd.Timedelta(minutes=30) * WEEK).to_numpy(),
+            )
+            next_day = result.days[result.days["horizon"] == 1]
+            days.add(
+                next_day,
+                totals.reindex([origin + timedelta(days=1)]).to_numpy(),
+                totals.reindex([origin - timedelta(days=6)]).to_numpy(),
+            )
             picks[result.chosen] = picks.get(result.chosen, 0) + 1
-    return float(np.mean(chosen_errors)), float(np.mean(naive_errors)), picks
+    return half_hours, days, picks
 
 
 def main() -> int:
@@ -194,7 +227,9 @@ def main() -> int:
     step = max(1, span // max(args.origins, 1))
     origins = [yesterday - timedelta(days=1 + k * step) for k in range(args.origins)]
     started = time.perf_counter()
-    chosen_mae, naive_mae, picks = out_of_sample(curves, origins)
+    half_hours, days_ahead, picks = out_of_sample(curves, origins)
+    chosen_mae, naive_mae = half_hours.mae()
+    day_mae, day_naive_mae = days_ahead.mae()
     print(
         f"out-of-sample: {args.origins} origins x {args.sources} sources in "
         f"{time.perf_counter() - started:.0f} s; models chosen: {picks}"
@@ -225,6 +260,16 @@ def main() -> int:
                 "improvement over seasonal naive",
                 f"{gain:.1%}",
                 f"goal >= {QUALITY_GOAL:.0%}: {verdict(gain >= QUALITY_GOAL)}",
+            ),
+            (
+                "80 % intervals of the half hours: actuals inside",
+                f"{half_hours.coverage():.1%}",
+                "out of sample; 80 % when calibrated",
+            ),
+            (
+                "next day's total MAE, AutoETS / week before",
+                f"{day_mae:.2f} / {day_naive_mae:.2f} kWh",
+                f"{1 - day_mae / day_naive_mae:+.1%}; intervals hold {days_ahead.coverage():.0%}",
             ),
             (
                 "backtest MAE on the last 28 days, chosen / naive",

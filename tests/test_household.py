@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import numpy as np
@@ -42,3 +43,26 @@ def test_curves_have_weekly_and_seasonal_shape() -> None:
     assert curves[midday & off]["energy_kwh"].mean() > curves[midday & ~off]["energy_kwh"].mean()
     monthly = curves.groupby(local.dt.month)["energy_kwh"].sum()
     assert monthly[1] > 1.2 * monthly[5] and monthly[8] > 1.05 * monthly[5]
+
+
+def test_seed_writes_household_readings(pipeline_env) -> None:
+    day = date(2025, 11, 3)  # Culture Day
+    result = pipeline_env.cli(
+        "-m", "pipeline.seed", "--profile", "household", "--day", str(day),
+        "--interval-minutes", "30", "--sources", "2", "--seed", "7",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "wrote 96 readings for meter1, meter2" in result.stdout
+    answer = json.loads(
+        pipeline_env.influx.query(
+            "SELECT count(instant_power_w) FROM power GROUP BY source", db="home_energy"
+        )
+    )
+    counts = {s["tags"]["source"]: s["values"][0][1] for s in answer["results"][0]["series"]}
+    assert counts == {"meter1": 48, "meter2": 48}
+
+
+def test_seed_refuses_an_unknown_profile(pipeline_env) -> None:
+    result = pipeline_env.cli("-m", "pipeline.seed", "--profile", "office", "--day", "2025-11-03")
+    assert result.returncode == 2
+    assert "invalid choice: 'office'" in result.stderr
