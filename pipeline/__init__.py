@@ -7,6 +7,8 @@ from luigi.parameter import UnconsumedParameterWarning
 
 from pipeline import runlog  # noqa: F401  (registers the run-log event handlers)
 from pipeline.errors import OneLineExpectedFailures
+from pipeline.forecast_task import ForecastDay
+from pipeline.nightly import NightlyDay
 from pipeline.outputs import HomeAssistantPublishDay, InfluxWriteBackDay
 from pipeline.ranges import RangeDaily
 from pipeline.reports import ReportDay
@@ -28,8 +30,10 @@ __all__ = [
     "DbtBuild",
     "DuckLoadDay",
     "ExtractDay",
+    "ForecastDay",
     "HomeAssistantPublishDay",
     "InfluxWriteBackDay",
+    "NightlyDay",
     "ParquetDay",
     "RangeDaily",
     "ReportDay",

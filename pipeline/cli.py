@@ -17,6 +17,7 @@ from pipeline.config import calendar, influx, storage
 from pipeline.days import local_today
 from pipeline.errors import PipelineError, damage_explained
 from pipeline.extract import InfluxSource
+from pipeline.forecast_task import forecast_states
 from pipeline.partitions import PartitionTarget, list_partitions
 from pipeline.runlog import last_runs
 from pipeline.tasks import LANDING_DATASET, RAW_DATASET, DbtBuild, dataset_dir, live_warehouse
@@ -111,19 +112,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         loaded, coverage = _warehouse_view(days)
         built = set(DbtBuild.bulk_complete(iter(days)))
+        forecasts = forecast_states(days)
     except PipelineError as e:
         print(f"DuckDB: {e}")
-        loaded, coverage, built = {}, {}, set()
+        loaded, coverage, built, forecasts = {}, {}, set(), {}
     runs = last_runs(days)
-    header = ("date", "landing", "parquet", "duckdb", "dbt", "coverage", "last run")
-    print("{:<10}  {:>9}  {:>9}  {:>9}  {:>4}  {:>8}  {}".format(*header))
+    header = ("date", "landing", "parquet", "duckdb", "dbt", "forecast", "coverage", "last run")
+    print("{:<10}  {:>9}  {:>9}  {:>9}  {:>4}  {:>8}  {:>8}  {}".format(*header))
     for day in days:
         run = runs.get(day)
         last = f"{run[0]} {run[1]}" + (f": {run[3]}" if run and run[3] else "") if run else ""
         print(
             f"{day}  {landing.get(day, '-'):>9}  {raw.get(day, '-'):>9}  "
             f"{loaded.get(day, '-'):>9}  {'ok' if day in built else '-':>4}  "
-            f"{coverage.get(day, '-'):>8}  {last}"
+            f"{forecasts.get(day, '-'):>8}  {coverage.get(day, '-'):>8}  {last}"
         )
     return 0
 

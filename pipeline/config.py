@@ -239,3 +239,34 @@ class homeassistant(luigi.Config):
         default=DISCOVERY_PREFIX,
         description="Home Assistant's MQTT discovery prefix (its MQTT integration's setting)",
     )
+
+
+class forecast(luigi.Config):
+    fit_days = EnvIntParameter(
+        env="FORECAST_FIT_DAYS",
+        default=28,
+        description="days of half hours each model is fitted on, in the backtest and for the "
+        "forecast itself",
+    )
+    backtest_days = EnvIntParameter(
+        env="FORECAST_BACKTEST_DAYS",
+        default=28,
+        description="days of one-day-ahead forecasts (rolling origins) that choose the model",
+    )
+    min_history_days = EnvIntParameter(
+        env="FORECAST_MIN_HISTORY_DAYS",
+        default=14,
+        description="a source with fewer days of history gets no forecast (the weekly models "
+        "need two weeks)",
+    )
+    recent_days = EnvIntParameter(
+        env="FORECAST_RECENT_DAYS",
+        default=7,
+        description="only days this recent (counted back from yesterday) are forecast; older "
+        "days of a backfill are marked done without a forecast",
+    )
+
+    @property
+    def history_days(self) -> int:
+        """Days one forecast reads: the backtest's first origin needs fit_days before it."""
+        return self.fit_days + self.backtest_days

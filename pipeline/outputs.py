@@ -23,16 +23,15 @@ import luigi
 from pipeline import config
 from pipeline.days import LocalDaysParameter
 from pipeline.failpoints import failpoint
+from pipeline.forecast_task import ForecastDay
 from pipeline.ha_publish import household_messages, publish
 from pipeline.influx_marts import write_back
 from pipeline.partitions import fsync_path
 from pipeline.tasks import DbtBuild, PipelineTask, _as_day, _task_class
 from pipeline.warehouse import connect, marker_ids, read_markers
 
-# The tasks whose warehouse markers the outputs are built from.
-# LEAD: once ForecastDay is merged, make this (DbtBuild, ForecastDay) so the forecast is
-# written back and published as soon as it exists (fct_energy_forecast is read where present).
-BUILT_FROM: tuple[type[luigi.Task], ...] = (DbtBuild,)
+# The tasks whose warehouse markers the outputs are built from: the marts and the forecast.
+BUILT_FROM: tuple[type[luigi.Task], ...] = (DbtBuild, ForecastDay)
 # Bump when what is written for a day changes, so every day is written again.
 OUTPUT_FORMAT = "1"
 

@@ -41,14 +41,15 @@ from pipeline.config import (
 from pipeline.days import LocalDateParameter
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
+from pipeline.forecast_task import ForecastDay
 from pipeline.partitions import fsync_path
 from pipeline.tasks import DbtBuild, PipelineTask
 from pipeline.warehouse import marker_ids, read_markers
 
 logger = logging.getLogger("luigi-interface")
 
-# LEAD: switch to ForecastDay (pipeline.tasks) once it is merged: the report shows its forecast.
-UPSTREAM = DbtBuild
+# The report shows the forecast, so it waits for it (and so for the marts before it).
+UPSTREAM = ForecastDay
 
 # A report being written; one a killed writer left is removed by the next writer.
 TEMP_PREFIX = ".writing-"

@@ -5,6 +5,9 @@ In the spirit of the seed runbook's `dev_seed` (`--start-utc`, `--interval-minut
 peak, deterministic noise), and its cumulative `energy_import_kwh` is the integral of that power,
 so the daily energy of the sample is known. The readings are computed in DuckDB and written to
 InfluxDB as line protocol in batches.
+
+`--profile household` draws the power from pipeline/household.py instead: working days and days
+off (Japanese holidays), seasons, days away and noise, for trying the forecasts on.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import duckdb
+import numpy as np
+import pandas as pd
 
 from contracts.influx import InfluxSettings, make_client
 from pipeline.days import day_window_utc
+from pipeline.household import household_power_w
 
 READINGS_SQL = """
 with sources as (
@@ -102,11 +108,49 @@ def readings_lines(
             yield [line for (line,) in rows]
 
 
-def seed(settings: InfluxSettings, **kwargs) -> int:
+def household_lines(
+    *,
+    start: datetime,
+    interval: timedelta,
+    count: int,
+    sources: list[str],
+    measurement: str,
+    tz: str,
+    seed: int = 0,
+    batch: int = 50_000,
+):
+    """Line-protocol batches of readings of pipeline/household.py's curves, the register
+    integrating the power drawn before each reading as in READINGS_SQL."""
+    registers = {source: 1000.0 + 37 * n for n, source in enumerate(sources, start=1)}
+    step_h = interval.total_seconds() / 3600
+    per_batch = max(1, batch // len(sources))
+    for first in range(0, count, per_batch):
+        instants = pd.date_range(
+            start + first * interval, periods=min(per_batch, count - first), freq=interval
+        )
+        stamps = instants.as_unit("ms").asi8
+        columns = []
+        for source in sources:
+            power = np.round(household_power_w(source, instants, tz, seed), 1)
+            drawn = np.cumsum(power) * step_h / 1000
+            energy = registers[source] + np.concatenate(([0.0], drawn[:-1]))
+            registers[source] += drawn[-1]
+            columns.append(
+                [
+                    f"{measurement},source={source} instant_power_w={p:.1f},"
+                    f"energy_import_kwh={e:.6f} {t}"
+                    for p, e, t in zip(power, energy, stamps, strict=True)
+                ]
+            )
+        yield [line for row in zip(*columns, strict=True) for line in row]
+
+
+def seed(settings: InfluxSettings, profile: str = "simple", **kwargs) -> int:
     client = make_client(settings)
     client.create_database(settings.database)
     written = 0
-    for lines in readings_lines(measurement=settings.measurement, **kwargs):
+    generate = household_lines if profile == "household" else readings_lines
+    for lines in generate(measurement=settings.measurement, **kwargs):
         client.write(lines, params={"db": settings.database, "precision": "ms"}, protocol="line")
         written += len(lines)
     return written
@@ -124,6 +168,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--source", action="append", help="source tag, repeatable (SOURCE_DEFAULT)")
     p.add_argument("--sources", type=int, help="generate meter1..meterN instead of --source")
     p.add_argument("--tz", default=None, help="time zone of the load curve and --day (TZ)")
+    p.add_argument(
+        "--profile",
+        choices=["simple", "household"],
+        default="simple",
+        help="simple: the same day every day; household: pipeline/household.py's realistic "
+        "curves (weekdays, Japanese holidays, seasons, noise)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of --profile household")
     return p.parse_args(argv)
 
 
@@ -148,7 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sources = args.source or [os.environ.get("SOURCE_DEFAULT", "meter1")]
     settings = InfluxSettings.from_env()
-    n = seed(settings, start=start, interval=interval, count=count, sources=sources, tz=tz)
+    extra = {"seed": args.seed} if args.profile == "household" else {}
+    n = seed(
+        settings,
+        args.profile,
+        start=start,
+        interval=interval,
+        count=count,
+        sources=sources,
+        tz=tz,
+        **extra,
+    )
     print(f"wrote {n} readings for {', '.join(sources)} from {start.isoformat()} to {settings.url}")
     return 0
 
