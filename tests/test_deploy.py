@@ -22,7 +22,7 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PYTHON_SERVICES = ("gateway", "luigid", "batch")
 BATCH_PREFIX = ["/usr/bin/docker", "compose", "run", "--rm", "batch"]
-NIGHTLY = "luigi --module pipeline RangeDaily --of DbtBuild --days-back 7"
+NIGHTLY = "luigi --module pipeline RangeDaily --of NightlyDay --days-back 7"
 # design.md section 7: every name must be in .env.sample, set or shown commented.
 CONTRACT_VARIABLES = [
     "INFLUX_URL",
