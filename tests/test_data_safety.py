@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import minute_lines
+from conftest import fill_disk, minute_lines, mounted_tmpfs
 
 from pipeline.days import day_window_utc
 
@@ -123,15 +123,18 @@ def test_missing_measurement_or_database_is_a_configuration_error(
 # --- 2. a crash inside the partition swap never costs the only copy -------------------------
 
 
-def test_crash_inside_swap_then_source_down_restores_the_archive(pipeline_env) -> None:
-    pipeline_env.write(day_lines(100))
-    assert load(pipeline_env).returncode == 0
-    pipeline_env.write(day_lines(20, source="meter2"))
-    assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
-    killed = load(
-        pipeline_env, task="ExtractDay", extra_env={"PIPELINE_FAILPOINT": "partition.swapping"}
-    )
+def kill_a_rebuild(env, point: str, archived: int, late: int) -> None:
+    """Archive the day, give the source `late` more readings, kill the re-extraction at `point`."""
+    env.write(day_lines(archived))
+    assert load(env).returncode == 0
+    env.write(day_lines(late, source="meter2"))
+    assert env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
+    killed = load(env, task="ExtractDay", extra_env={"PIPELINE_FAILPOINT": point})
     assert killed.returncode == -signal.SIGKILL
+
+
+def test_crash_inside_swap_then_source_down_restores_the_archive(pipeline_env) -> None:
+    kill_a_rebuild(pipeline_env, "partition.swapping", archived=100, late=20)
     assert not (pipeline_env.parquet / "landing" / "power" / f"dt={DAY}").exists()
 
     down = load(pipeline_env, extra_env={"INFLUX_URL": "http://127.0.0.1:9"})
@@ -149,29 +152,8 @@ def test_crash_inside_swap_then_source_down_restores_the_archive(pipeline_env) -
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    import subprocess
-
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small-disk", "32m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(folder: Path, leave_bytes: int) -> Path:
-    import os
-
-    filler = folder / "filler"
-    stat = os.statvfs(folder)
-    with filler.open("wb") as f:
-        f.write(b"\0" * max(stat.f_bavail * stat.f_frsize - leave_bytes, 0))
-    return filler
 
 
 def test_disk_full_at_commit_is_reported_as_disk_full(pipeline_env, small_disk) -> None:
@@ -183,7 +165,7 @@ def test_disk_full_at_commit_is_reported_as_disk_full(pipeline_env, small_disk) 
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
     assert load(pipeline_env, task="ParquetDay").returncode == 0
     assert "FAIL  DuckDB" not in pipeline_env.cli("-m", "pipeline", "check").stdout
-    filler = fill(small_disk, leave_bytes=48_000)
+    filler = fill_disk(small_disk, leave_bytes=48_000)
 
     result = load(pipeline_env)
     assert result.returncode == 40
@@ -191,7 +173,7 @@ def test_disk_full_at_commit_is_reported_as_disk_full(pipeline_env, small_disk) 
     assert "no transaction is active" not in result.stderr
     assert warehouse_rows(pipeline_env) == 100
     filler.unlink()
-    filler = fill(small_disk, leave_bytes=2**20)  # writable, but too little for a publish
+    filler = fill_disk(small_disk, leave_bytes=2**20)  # writable, but too little for a publish
     check = pipeline_env.cli("-m", "pipeline", "check")
     assert check.returncode == 1
     assert "a publish needs" in check.stdout
@@ -241,14 +223,7 @@ def test_status_shows_the_latest_run_whole(pipeline_env) -> None:
 
 
 def test_leftover_of_a_killed_rebuild_is_removed_by_a_run_with_nothing_to_do(pipeline_env) -> None:
-    pipeline_env.write(day_lines(96))
-    assert load(pipeline_env).returncode == 0
-    pipeline_env.write(day_lines(10, source="meter2"))
-    assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
-    killed = load(
-        pipeline_env, task="ExtractDay", extra_env={"PIPELINE_FAILPOINT": "partition.written"}
-    )
-    assert killed.returncode == -signal.SIGKILL
+    kill_a_rebuild(pipeline_env, "partition.written", archived=96, late=10)
     assert hidden(pipeline_env) != []
     pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY), "--cancel")
 

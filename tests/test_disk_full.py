@@ -5,8 +5,6 @@ The data folders live on a small tmpfs; a filler file leaves too little room for
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -15,6 +13,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from conftest import fill_disk, mounted_tmpfs
 
 from pipeline.days import day_window_utc
 
@@ -23,17 +22,8 @@ DAY = date(2025, 12, 17)
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small-disk", "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def minute_lines(n: int, source: str) -> list[str]:
@@ -45,14 +35,6 @@ def minute_lines(n: int, source: str) -> list[str]:
     ]
 
 
-def fill(folder: Path, leave_bytes: int) -> Path:
-    filler = folder / "filler"
-    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
-    with filler.open("wb") as f:
-        f.write(b"\0" * max(free - leave_bytes, 0))
-    return filler
-
-
 def test_disk_full_fails_clearly_and_loses_nothing(pipeline_env, small_disk, monkeypatch) -> None:
     parquet, db = small_disk / "parquet", small_disk / "duckdb" / "home_energy.duckdb"
     settings = {"PARQUET_BASE_DIR": str(parquet), "DUCKDB_PATH": str(db)}
@@ -62,7 +44,7 @@ def test_disk_full_fails_clearly_and_loses_nothing(pipeline_env, small_disk, mon
 
     pipeline_env.write(minute_lines(60_000, "meter2"))  # a big late replay
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
-    filler = fill(small_disk, leave_bytes=200_000)
+    filler = fill_disk(small_disk, leave_bytes=200_000)
 
     result = pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler")
     assert result.returncode == 40
@@ -88,7 +70,7 @@ def test_disk_full_while_publishing_keeps_the_live_database(pipeline_env, small_
     assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
     pipeline_env.write(minute_lines(200, "meter2"))
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
-    filler = fill(small_disk, leave_bytes=db.stat().st_size // 2)  # no room for the copy
+    filler = fill_disk(small_disk, leave_bytes=db.stat().st_size // 2)  # no room for the copy
 
     result = pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler")
     assert result.returncode == 40
