@@ -29,7 +29,13 @@ from pipeline.days import (
 )
 from pipeline.errors import PipelineError
 from pipeline.extract import InfluxSource
-from pipeline.partitions import PartitionTarget, list_partitions, recover_crashed
+from pipeline.partitions import (
+    Dataset,
+    PartitionTarget,
+    list_partitions,
+    open_dataset,
+    recover_crashed,
+)
 from pipeline.transform import write_canonical
 from pipeline.warehouse import (
     MarkerTarget,
@@ -48,14 +54,27 @@ LANDING_DATASET = "landing/power"
 RAW_DATASET = "raw_meter_readings"
 
 
-def dataset_dir(name: str) -> Path:
-    return storage().parquet_root / name
+def dataset_dir(name: str) -> Dataset:
+    """A dataset under PARQUET_BASE_DIR: a local folder or a prefix on object storage."""
+    return open_dataset(storage().parquet_base_dir, name)
+
+
+def warehouse_file() -> Path:
+    """The live DuckDB file, on the one machine that holds it (design.md section 11)."""
+    store = storage()
+    if not store.holds_warehouse:
+        raise PipelineError(
+            "this worker does not hold the DuckDB warehouse (PIPELINE_HOLDS_WAREHOUSE=false): "
+            "run RangeDaily --of ParquetDay here, and DuckLoadDay/DbtBuild on the warehouse "
+            "machine"
+        )
+    return store.duckdb_file
 
 
 def live_warehouse() -> Warehouse:
     """The configured DuckDB file, publish mode and writer-lock wait."""
     store = storage()
-    return Warehouse(store.duckdb_file, store.publish_mode, store.lock_timeout_s)
+    return Warehouse(warehouse_file(), store.publish_mode, store.lock_timeout_s)
 
 
 def _task_class(cls: type | partial) -> type:
@@ -111,7 +130,7 @@ class SourceCoversArchive(luigi.ExternalTask):
 
     def complete(self) -> bool:
         archive = PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
-        if not archive.path.is_dir() or archive.accepts_fewer():
+        if not archive.archived() or archive.accepts_fewer():
             return True
         try:
             counts = InfluxSource(influx().settings()).daily_field_counts(
@@ -180,7 +199,7 @@ class ExtractDay(PipelineTask):
                 progress=progress,
             )
             archive = self.output()
-            if archive.path.is_dir() and not archive.accepts_fewer():
+            if archive.archived() and not archive.accepts_fewer():
                 shrunk = shrinkage({"rows": stats.rows, **stats.field_counts}, archive.manifest())
                 if shrunk:
                     raise PipelineError(archive_kept_message(self.date, shrunk))
@@ -267,7 +286,7 @@ class ParquetDay(PipelineTask):
         cal, store = calendar(), storage()
         with self.output().writing() as staged:
             stats = write_canonical(
-                landing.data_files(),
+                landing,
                 staged.folder / "part-0.parquet",
                 tz=cal.tz,
                 source_default=cal.source_default,
@@ -315,7 +334,7 @@ class DuckLoadDay(PipelineTask):
         return [ParquetDay(date=day) for day in self.days()]
 
     def output(self) -> list[MarkerTarget]:
-        live = storage().duckdb_file
+        live = warehouse_file()
         ids = marker_ids(self.get_task_family(), self.days())
         return [
             MarkerTarget(live, ids[part.day], part.fingerprint())
@@ -330,7 +349,7 @@ class DuckLoadDay(PipelineTask):
             for n, part in enumerate(t.output() for t in self.requires()):
                 total += load_day(
                     con,
-                    parquet_glob=part.glob(),
+                    partition=part,
                     window_utc=day_window_utc(part.day, zone),
                     update_id=ids[part.day],
                     day=part.day,
@@ -343,7 +362,7 @@ class DuckLoadDay(PipelineTask):
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         family = _task_class(cls).get_task_family()
-        markers = read_markers(storage().duckdb_file, f"{family}(")
+        markers = read_markers(warehouse_file(), f"{family}(")
         raw = dataset_dir(RAW_DATASET)
         done = []
         for value in ParquetDay.bulk_complete(parameter_tuples):
@@ -371,7 +390,7 @@ class DbtBuild(PipelineTask):
         return [DuckLoadDay(date=day) for day in self.days()]
 
     def output(self) -> list[MarkerTarget]:
-        live = storage().duckdb_file
+        live = warehouse_file()
         loads = read_markers(live, f"{DuckLoadDay.get_task_family()}(")
         ids = marker_ids(self.get_task_family(), self.days())
         return [MarkerTarget(live, ids[d], neighbourhood_fingerprint(loads, d)) for d in ids]
@@ -393,7 +412,7 @@ class DbtBuild(PipelineTask):
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         family = _task_class(cls).get_task_family()
-        live = storage().duckdb_file
+        live = warehouse_file()
         loads = read_markers(live, f"{DuckLoadDay.get_task_family()}(")
         built = read_markers(live, f"{family}(")
         return [
