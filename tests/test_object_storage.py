@@ -188,6 +188,10 @@ def test_kill_during_a_partition_write_shows_no_partition_without_its_manifest(
     assert archive.rows(landing, DAY) == 24
     assert archive.attempts(landing, first) and archive.manifest(landing, first) is None
     assert ran(pipeline_env.duckdb, "ExtractDay") == [DAY]  # only the first, whole run
+    # Within the grace period (an hour by default) a run that lists the dataset leaves the
+    # unnamed attempts alone: their writers might still be about to publish them.
+    assert pipeline_env.cli("-m", "pipeline", "status", "--days", "1").returncode == 0
+    assert len(archive.attempts(landing, DAY)) == 2 and archive.attempts(landing, first)
 
     no_grace = {"PARQUET_ATTEMPT_GRACE_S": "0"}
     for day in (DAY, first):
@@ -274,7 +278,8 @@ def test_two_workers_split_a_range_and_only_the_warehouse_worker_loads(
         extra_env={"DUCKDB_PATH": str(warehouse_db)},
     )
     outputs = [p.communicate(timeout=240) for p in (extractor, loader)]
-    assert [extractor.returncode, loader.returncode] == [0, 0], outputs
+    # 4: Luigi's "were being run by another worker", the work shared as intended.
+    assert {extractor.returncode, loader.returncode} <= {0, 4}, outputs
 
     by_extractor = ran(extractor_db, "ExtractDay")
     by_loader = ran(warehouse_db, "ExtractDay")
