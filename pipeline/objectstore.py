@@ -22,7 +22,8 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -52,6 +53,7 @@ logger = logging.getLogger("luigi-interface")
 ATTEMPT = "_attempt="
 # Rows per Arrow batch handed to DuckDB: memory stays at a few batches, not a day.
 BATCH_ROWS = 65_536
+MANIFEST_READERS = 16
 # Codes in pyarrow's S3 errors, and what they mean for the operator.
 _CREDENTIAL_ERRORS = (
     "INVALID_ACCESS_KEY_ID",
@@ -152,6 +154,11 @@ class ObjectStoreDataset(Dataset):
         for key in files:
             with self._explained(), self.fs.open_input_file(key) as f:
                 yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS)
+
+    def _each(self, read: Callable[[date], dict | None], days: list[date]) -> Iterable:
+        # Each manifest is a request: a year of them is read a few dozen at a time.
+        with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
+            return list(pool.map(read, days))
 
     # --- writing -------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import socket
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -99,6 +99,21 @@ class Dataset(ABC):
     @abstractmethod
     def probe(self) -> str:
         """Prove the dataset can be written (`python -m pipeline check`); a line to print."""
+
+    def manifests(self, days: Iterable[date]) -> dict[date, dict]:
+        """The manifests of those of `days` that have one (what bulk_complete compares)."""
+        days = list(days)
+        read = self._each(self._manifest_or_none, days)
+        return {day: manifest for day, manifest in zip(days, read, strict=True) if manifest}
+
+    def _each(self, read: Callable[[date], dict | None], days: list[date]) -> Iterable:
+        return map(read, days)
+
+    def _manifest_or_none(self, day: date) -> dict | None:
+        try:
+            return json.loads(self.read_text(day, MANIFEST))
+        except (FileNotFoundError, ValueError):
+            return None
 
 
 class PartitionTarget(luigi.Target):

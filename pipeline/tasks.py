@@ -250,13 +250,9 @@ def gained_in_source(days: list[date]) -> set[date]:
     except PipelineError as e:
         logger.warning("late data not checked for %s..%s: %s", recent[0], recent[-1], e)
         return set()
-    landing = dataset_dir(LANDING_DATASET)
+    archived = dataset_dir(LANDING_DATASET).manifests(recent)
     nothing = dict.fromkeys(FIELDS, 0)
-    return {
-        d
-        for d in recent
-        if _gained(counts.get(d, nothing), PartitionTarget(landing, d).manifest()["field_counts"])
-    }
+    return {d for d in recent if _gained(counts.get(d, nothing), archived[d]["field_counts"])}
 
 
 def _gained(source: dict[str, int], archived: dict[str, int]) -> bool:
@@ -304,14 +300,22 @@ class ParquetDay(PipelineTask):
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
-        landing, raw = dataset_dir(LANDING_DATASET), dataset_dir(RAW_DATASET)
+        extracted = ExtractDay.bulk_complete(parameter_tuples)
+        days = [_as_day(d) for d in extracted]
+        landing = dataset_dir(LANDING_DATASET).manifests(days)
+        raw = current_manifests(RAW_DATASET, days)
         return [
-            d
-            for d in ExtractDay.bulk_complete(parameter_tuples)
-            if PartitionTarget(
-                raw, _as_day(d), PartitionTarget(landing, _as_day(d)).fingerprint()
-            ).exists()
+            value
+            for value, day in zip(extracted, days, strict=True)
+            if day in raw and raw[day].get("built_from") == landing[day]["fingerprint"]
         ]
+
+
+def current_manifests(name: str, days: list[date]) -> dict[date, dict]:
+    """The manifests of the days a dataset holds current (one listing, then the reads)."""
+    dataset = dataset_dir(name)
+    listed = list_partitions(dataset)
+    return dataset.manifests(day for day in days if day in listed)
 
 
 class DuckLoadDay(PipelineTask):
@@ -363,14 +367,15 @@ class DuckLoadDay(PipelineTask):
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         family = _task_class(cls).get_task_family()
         markers = read_markers(warehouse_file(), f"{family}(")
-        raw = dataset_dir(RAW_DATASET)
-        done = []
-        for value in ParquetDay.bulk_complete(parameter_tuples):
-            day = _as_day(value)
-            current = PartitionTarget(raw, day).fingerprint()
-            if markers.get(marker_ids(family, [day])[day]) == current:
-                done.append(value)
-        return done
+        archived = ParquetDay.bulk_complete(parameter_tuples)
+        days = [_as_day(value) for value in archived]
+        raw = dataset_dir(RAW_DATASET).manifests(days)
+        ids = marker_ids(family, days)
+        return [
+            value
+            for value, day in zip(archived, days, strict=True)
+            if day in raw and markers.get(ids[day]) == raw[day]["fingerprint"]
+        ]
 
 
 class DbtBuild(PipelineTask):

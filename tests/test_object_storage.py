@@ -150,6 +150,11 @@ def test_a_range_archives_to_the_bucket_loads_and_builds_and_a_rerun_changes_not
     built = warehouse(pipeline_env.duckdb, "select date_jst from fct_daily_energy order by 1")
     assert [d for (d,) in built] == days
 
+    check = pipeline_env.cli("-m", "pipeline", "check")
+    assert f"ok    Parquet: {archive.uri}/landing/power writable" in check.stdout, check.stdout
+    status = pipeline_env.cli("-m", "pipeline", "status", "--days", "5").stdout.splitlines()
+    assert [line.split()[:3] for line in status[1:]] == [[str(d), "24", "24"] for d in days]
+
     def snapshot() -> tuple:
         markers = warehouse(pipeline_env.duckdb, "select * from table_updates order by 1")
         return archive.objects(), markers, pipeline_env.duckdb.stat().st_ino
