@@ -43,9 +43,9 @@ from pipeline.partitions import (
     REBUILD_FLAG,
     Dataset,
     StagedPartition,
-    _day_of,
-    _writer_alive,
+    day_of,
     describe_files,
+    writer_alive,
 )
 
 logger = logging.getLogger("luigi-interface")
@@ -209,7 +209,7 @@ class ObjectStoreDataset(Dataset):
             if info.type != pafs.FileType.File:
                 continue
             parts = info.path[len(self.root) + 1 :].split("/")
-            found = _day_of(parts[0])
+            found = day_of(parts[0])
             if found is None or len(parts) < 2:
                 continue
             objects = days.setdefault(found, _DayObjects())
@@ -328,5 +328,5 @@ def _sweep_staging(root: str) -> None:
     if not folder.is_dir():
         return
     for leftover in folder.glob(f".tmp-{root.replace('/', '_')}-dt=*"):
-        if not _writer_alive(leftover.name):
+        if not writer_alive(leftover.name):
             shutil.rmtree(leftover, ignore_errors=True)

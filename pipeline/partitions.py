@@ -315,7 +315,7 @@ class LocalDataset(Dataset):
             fsync_path(self.folder)
             logger.warning("%s: restored the partition a crashed swap had moved aside", path)
         for leftover in olds + list(self.folder.glob(f".tmp-{path.name}-*")):
-            if not _writer_alive(leftover.name):
+            if not writer_alive(leftover.name):
                 shutil.rmtree(leftover, ignore_errors=True)
 
     def recover_all(self) -> None:
@@ -327,7 +327,7 @@ class LocalDataset(Dataset):
         crashed = {
             day
             for entry in os.scandir(self.folder)
-            if entry.name.startswith(".") and (day := _day_of(entry.name)) is not None
+            if entry.name.startswith(".") and (day := day_of(entry.name)) is not None
         }
         for day in crashed:
             self.recover(day)
@@ -339,7 +339,7 @@ class LocalDataset(Dataset):
         return {
             day
             for entry in os.scandir(self.folder)
-            if (day := _day_of(entry.name)) is not None
+            if (day := day_of(entry.name)) is not None
             and entry.name.startswith("dt=")
             and entry.is_dir()
             and not os.path.exists(os.path.join(entry.path, REBUILD_FLAG))
@@ -350,7 +350,7 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime
 
 
-def _writer_alive(hidden_name: str) -> bool:
+def writer_alive(hidden_name: str) -> bool:
     """Whether the process that made a hidden `.tmp-`/`.old-` folder is still running."""
     try:
         pid = int(hidden_name.rsplit("-", 2)[-2])
@@ -418,7 +418,7 @@ def check_writable(folder: Path) -> str:
     return f"{folder} writable, {free / 2**30:.1f} GiB free"
 
 
-def _day_of(name: str) -> date | None:
+def day_of(name: str) -> date | None:
     """The day of `dt=YYYY-MM-DD` or of a writer's `.tmp-dt=YYYY-MM-DD-...`/`.old-...` folder."""
     if name.startswith((".tmp-dt=", ".old-dt=")):
         name = name[5:]
