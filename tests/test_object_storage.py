@@ -290,6 +290,10 @@ def test_two_workers_split_a_range_and_only_the_warehouse_worker_loads(
     by_loader = ran(warehouse_db, "ExtractDay")
     assert sorted(by_extractor + by_loader) == days  # every day extracted, none twice
     assert by_extractor and by_loader, "the range was not split between the workers"
+    # The manifests agree: each landing day was written by the worker that logged it.
+    writers = {d: archive.manifest("landing/power", d)["written_by"] for d in days}
+    assert {d for d, w in writers.items() if w.endswith(f"/{extractor.pid}")} == set(by_extractor)
+    assert {d for d, w in writers.items() if w.endswith(f"/{loader.pid}")} == set(by_loader)
     assert ran(warehouse_db, "DuckLoadDay") == days
     assert ran(extractor_db, "DuckLoadDay") == []
     assert not extractor_db.exists()  # the extraction machine has no warehouse at all
