@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,8 @@ ATTEMPT = "_attempt="
 # Rows per Arrow batch handed to DuckDB: memory stays at a few batches, not a day.
 BATCH_ROWS = 65_536
 MANIFEST_READERS = 16
+RECOVERY_INTERVAL_S = 60.0
+_last_recovery: dict[str, float] = {}  # dataset root -> when this process last recovered it
 # Codes in pyarrow's S3 errors, and what they mean for the operator.
 _CREDENTIAL_ERRORS = (
     "INVALID_ACCESS_KEY_ID",
@@ -234,6 +237,12 @@ class ObjectStoreDataset(Dataset):
         self._recover_listed(self._listing(day))
 
     def recover_all(self) -> None:
+        # Luigi calls this for every complete dependency (a year's range: hundreds of times);
+        # a listing per call would cost more than it finds, at most once a minute is enough.
+        now = time.monotonic()
+        if now - _last_recovery.get(self.root, -RECOVERY_INTERVAL_S) < RECOVERY_INTERVAL_S:
+            return
+        _last_recovery[self.root] = now
         self._recover_listed(self._listing())
 
     def _recover_listed(self, listing: dict[date, _DayObjects]) -> None:
