@@ -231,9 +231,10 @@ def test_kill_during_a_partition_write_shows_no_partition_without_its_manifest(
         ({"AWS_SECRET_ACCESS_KEY": "not-the-secret-1234"}, "refused the credentials"),
         ({"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000"}, "refused the credentials"),
         ({"PARQUET_BASE_DIR": "s3://no-such-bucket-here/home"}, "has no bucket"),
+        ({"S3_ENDPOINT_URL": "http://127.0.0.1:9"}, "is unreachable"),  # nothing listens
     ],
 )
-def test_wrong_credentials_or_a_missing_bucket_fail_in_one_line(
+def test_wrong_credentials_a_missing_bucket_or_no_server_fail_in_one_line(
     archive, pipeline_env, change: dict[str, str], expected: str
 ) -> None:
     pipeline_env.write(hourly_lines(recent_days(1)[0]))
@@ -241,7 +242,7 @@ def test_wrong_credentials_or_a_missing_bucket_fail_in_one_line(
         "RangeDaily", "--of", "DbtBuild", "--days-back", "2", "--local-scheduler", extra_env=change
     )
     output = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode == 30  # a scheduling error: nothing ran
     lines = [line for line in output.splitlines() if expected in line]
     assert len(lines) == 1, output
     assert "Traceback" not in output
