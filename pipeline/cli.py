@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 import duckdb
 
-from pipeline.config import calendar, influx
+from pipeline.config import calendar, influx, storage
 from pipeline.days import local_today
 from pipeline.errors import PipelineError, damage_explained
 from pipeline.extract import InfluxSource
@@ -143,6 +143,8 @@ def _check_parquet() -> str:
 
 
 def _check_duckdb() -> str:
+    if not storage().holds_warehouse:
+        return "not on this worker (PIPELINE_HOLDS_WAREHOUSE=false): it extracts and archives"
     warehouse = live_warehouse()
     live = warehouse.live
     detail = check_writable(live.parent)

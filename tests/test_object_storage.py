@@ -313,4 +313,12 @@ def test_two_workers_split_a_range_and_only_the_warehouse_worker_loads(
     )
     assert refused.returncode == 30, refused.stderr
     assert "does not hold the DuckDB warehouse" in refused.stderr
+    check = pipeline_env.cli(
+        "-m",
+        "pipeline",
+        "check",
+        extra_env={"DUCKDB_PATH": str(extractor_db), "PIPELINE_HOLDS_WAREHOUSE": "false"},
+    )
+    assert check.returncode == 0, check.stdout
+    assert "ok    DuckDB: not on this worker" in check.stdout
     assert not extractor_db.exists()
