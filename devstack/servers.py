@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -375,4 +376,72 @@ class GatewayServer(LocalServer):
             **self.settings_env,
             "GATEWAY_API_HOST": "127.0.0.1",
             "GATEWAY_API_PORT": str(self.port),
+        }
+
+
+class MotoS3Server(LocalServer):
+    """An S3-compatible server (moto in server mode) that checks credentials.
+
+    Moto accepts anything until `INITIAL_NO_AUTH_ACTION_COUNT` requests have been served; the
+    first three create a user allowed everything and its access key, so from then on a wrong
+    key or secret is refused as AWS would. `env()` gives S3_ENDPOINT_URL and that user's keys.
+    """
+
+    name = "moto"
+    setup_actions = 3  # create_user, put_user_policy, create_access_key
+    region = "us-east-1"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir, port)
+        self.access_key = ""
+        self.secret_key = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def process_env(self) -> dict[str, str]:
+        return {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(self.setup_actions)}
+
+    def start(self, timeout: float = 30.0) -> MotoS3Server:
+        super().start(timeout)
+        iam = self._client("iam", "setup", "setup")
+        iam.create_user(UserName="pipeline")
+        allow_all = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+            }
+        )
+        iam.put_user_policy(UserName="pipeline", PolicyName="all", PolicyDocument=allow_all)
+        key = iam.create_access_key(UserName="pipeline")["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        return self
+
+    def create_bucket(self, name: str) -> None:
+        self.s3().create_bucket(Bucket=name)
+
+    def s3(self):  # a boto3 client: boto3 comes with moto, a dev dependency
+        return self._client("s3", self.access_key, self.secret_key)
+
+    def _client(self, service: str, access_key: str, secret_key: str):
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            "S3_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
         }

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import date, timedelta
-from pathlib import Path
 
 import duckdb
 
@@ -18,9 +15,16 @@ from pipeline.days import local_today
 from pipeline.errors import PipelineError, damage_explained
 from pipeline.extract import InfluxSource
 from pipeline.forecast_task import forecast_states
-from pipeline.partitions import PartitionTarget, list_partitions
+from pipeline.partitions import PartitionTarget, check_writable, list_partitions
 from pipeline.runlog import last_runs
-from pipeline.tasks import LANDING_DATASET, RAW_DATASET, DbtBuild, dataset_dir, live_warehouse
+from pipeline.tasks import (
+    LANDING_DATASET,
+    RAW_DATASET,
+    DbtBuild,
+    dataset_dir,
+    live_warehouse,
+    warehouse_file,
+)
 from pipeline.warehouse import MARKER_TABLE, Warehouse, connect, has_table, verify
 
 
@@ -76,14 +80,14 @@ def _manifest_rows(dataset: str, days: list[date]) -> dict[date, str]:
         target = PartitionTarget(dataset_dir(dataset), day)
         if day in found:
             rows[day] = f"{target.manifest().get('rows', '?'):,}"
-        elif target.path.is_dir():
+        elif target.archived():
             rows[day] = "rebuild"
     return rows
 
 
 def _warehouse_view(days: list[date]) -> tuple[dict[date, str], dict[date, str]]:
     """Rows loaded per day (from the markers) and daily coverage (from fct_daily_energy)."""
-    live = storage().duckdb_file
+    live = warehouse_file()
     if not live.exists():
         return {}, {}
     with connect(live, read_only=True) as con, damage_explained(live):
@@ -136,24 +140,16 @@ def _check_influx() -> str:
     return f"{settings.url} database {settings.database!r}: fields {sorted(fields) or 'none yet'}"
 
 
-def _check_writable(folder: Path) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-") as f:
-        f.write(b"ok")
-        f.flush()
-        os.fsync(f.fileno())
-    free = shutil.disk_usage(folder).free
-    return f"{folder} writable, {free / 2**30:.1f} GiB free"
-
-
 def _check_parquet() -> str:
-    return _check_writable(storage().parquet_root)
+    return dataset_dir(LANDING_DATASET).probe()
 
 
 def _check_duckdb() -> str:
+    if not storage().holds_warehouse:
+        return "not on this worker (PIPELINE_HOLDS_WAREHOUSE=false): it extracts and archives"
     warehouse = live_warehouse()
     live = warehouse.live
-    detail = _check_writable(live.parent)
+    detail = check_writable(live.parent)
     with Warehouse(live, warehouse.mode).writer_lock():
         pass
     if live.exists():

@@ -115,7 +115,21 @@ class influx(luigi.Config):
 
 class storage(luigi.Config):
     parquet_base_dir = EnvParameter(
-        env="PARQUET_BASE_DIR", default="data/parquet", description="root of the Parquet datasets"
+        env="PARQUET_BASE_DIR",
+        default="data/parquet",
+        description="root of the Parquet datasets: a folder, or s3://bucket/prefix",
+    )
+    s3_endpoint_url = EnvParameter(
+        env="S3_ENDPOINT_URL",
+        default="",
+        description="an S3-compatible server (http://host:port) for s3:// datasets; empty for "
+        "AWS itself (credentials and region come from the AWS variables or profile)",
+    )
+    attempt_grace_s = EnvFloatParameter(
+        env="PARQUET_ATTEMPT_GRACE_S",
+        default=3600.0,
+        description="on object storage, seconds before an attempt no manifest names (a crashed "
+        "or a replaced one) is deleted; readers of a replaced partition finish within it",
     )
     parquet_compression = EnvChoiceParameter(
         env="PARQUET_COMPRESSION",
@@ -154,10 +168,13 @@ class storage(luigi.Config):
         default=600.0,
         description="seconds a writer waits for the writer lock before failing",
     )
-
-    @property
-    def parquet_root(self) -> Path:
-        return Path(self.parquet_base_dir)
+    holds_warehouse = EnvBoolParameter(
+        env="PIPELINE_HOLDS_WAREHOUSE",
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="whether the DuckDB warehouse lives on this machine; a worker without it "
+        "extracts and archives only, and refuses DuckLoadDay and DbtBuild",
+    )
 
     @property
     def duckdb_file(self) -> Path:

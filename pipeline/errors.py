@@ -19,7 +19,16 @@ class OneLineExpectedFailures(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], PipelineError):
             record.exc_info, record.exc_text = None, None
+        elif isinstance(record.msg, str) and _PIPELINE_ERROR_LINE in record.msg:
+            # Luigi logs a failing complete() (e.g. the archive's store refusing the
+            # credentials) as its message, a colon and the formatted traceback.
+            head, _, trace = record.getMessage().partition("\n")
+            cause = trace.rstrip().splitlines()[-1].removeprefix(_PIPELINE_ERROR_LINE)
+            record.msg, record.args = f"{head.rstrip(':')}: {cause}", None
         return True
+
+
+_PIPELINE_ERROR_LINE = f"{PipelineError.__module__}.{PipelineError.__qualname__}: "
 
 
 @contextmanager

@@ -23,11 +23,18 @@ from datetime import UTC, date, datetime, timedelta
 import duckdb
 import pandas as pd
 
-from pipeline.config import calendar, forecast, storage
+from pipeline.config import calendar, forecast
 from pipeline.days import LocalDaysParameter, local_today
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
-from pipeline.tasks import DbtBuild, PipelineTask, _as_day, _task_class, live_warehouse
+from pipeline.tasks import (
+    DbtBuild,
+    PipelineTask,
+    _as_day,
+    _task_class,
+    live_warehouse,
+    warehouse_file,
+)
 from pipeline.warehouse import (
     MARKER_TABLE,
     MarkerTarget,
@@ -138,7 +145,7 @@ class ForecastDay(PipelineTask):
         return [DbtBuild(date=day) for day in self.days()]
 
     def output(self) -> list[MarkerTarget]:
-        live = storage().duckdb_file
+        live = warehouse_file()
         built = read_markers(live, f"{DbtBuild.get_task_family()}(")
         ids = marker_ids(self.get_task_family(), self.days())
         return [MarkerTarget(live, ids[d], forecast_fingerprint(built, d)) for d in ids]
@@ -190,7 +197,7 @@ class ForecastDay(PipelineTask):
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         family = _task_class(cls).get_task_family()
-        live = storage().duckdb_file
+        live = warehouse_file()
         built = read_markers(live, f"{DbtBuild.get_task_family()}(")
         made = read_markers(live, f"{family}(")
         return [
@@ -283,7 +290,7 @@ def accuracy_rows(results: list, day: date) -> pd.DataFrame:
 
 def forecast_states(days: list[date]) -> dict[date, str]:
     """Per day, for `status`: ok (current), none (current, no forecast), stale, or -."""
-    live = storage().duckdb_file
+    live = warehouse_file()
     family = ForecastDay.get_task_family()
     ids = marker_ids(family, days)
     built = read_markers(live, f"{DbtBuild.get_task_family()}(")
@@ -301,7 +308,7 @@ def forecast_states(days: list[date]) -> dict[date, str]:
 
 
 def forecast_counts(days: list[date]) -> dict[date, int]:
-    live = storage().duckdb_file
+    live = warehouse_file()
     if not live.exists():
         return {}
     with connect(live, read_only=True) as con:

@@ -27,7 +27,7 @@ from pipeline.forecast_task import ForecastDay
 from pipeline.ha_publish import household_messages, publish
 from pipeline.influx_marts import write_back
 from pipeline.partitions import fsync_path
-from pipeline.tasks import DbtBuild, PipelineTask, _as_day, _task_class
+from pipeline.tasks import DbtBuild, PipelineTask, _as_day, _task_class, warehouse_file
 from pipeline.warehouse import connect, marker_ids, read_markers
 
 # The tasks whose warehouse markers the outputs are built from: the marts and the forecast.
@@ -37,12 +37,12 @@ OUTPUT_FORMAT = "1"
 
 
 def marker_folder(task_family: str) -> Path:
-    return config.storage().duckdb_file.parent / "outputs" / task_family
+    return warehouse_file().parent / "outputs" / task_family
 
 
 def upstream_fingerprints(days: Iterable[date]) -> dict[date, str]:
     """Per day, a fingerprint of the markers of BUILT_FROM (days missing any are left out)."""
-    live = config.storage().duckdb_file
+    live = warehouse_file()
     markers = {cls: read_markers(live, f"{cls.get_task_family()}(") for cls in BUILT_FROM}
     result = {}
     for day in days:
@@ -127,7 +127,7 @@ class OutputDayTask(PipelineTask):
 
     def run(self) -> None:
         zone = config.calendar().zone
-        with connect(config.storage().duckdb_file, read_only=True) as con:
+        with connect(warehouse_file(), read_only=True) as con:
             details = self.write_outputs(con, self.days(), zone)
         failpoint("outputs.written")
         for marker in self.output():

@@ -1,9 +1,9 @@
 """Parquet partitions `<dataset>/dt=YYYY-MM-DD/` that readers see whole or not at all.
 
-A partition is written into a hidden sibling folder (`.tmp-dt=...`, which a `dt=*` glob does not
-match), fsynced with its manifest, then renamed into place; a rerun moves the old partition aside
-the same way and deletes it. The manifest (`_manifest.json`) carries the row count, per-field
-counts and a fingerprint of the data, which downstream targets compare to know they are stale.
+A local dataset renames each partition into place (LocalDataset, here); one on object storage
+publishes it with a manifest written last (pipeline/objectstore.py). Either way the manifest
+(`_manifest.json`) carries the row count, per-field counts and a fingerprint of the data, which
+downstream targets compare to know they are stale.
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ import json
 import logging
 import os
 import shutil
+import socket
+import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import luigi
 
 from pipeline.errors import disk_space_explained
@@ -32,40 +36,118 @@ MANIFEST = "_manifest.json"
 REBUILD_FLAG = "_REBUILD"
 # Written into REBUILD_FLAG when the operator accepts a rebuild with fewer readings.
 ACCEPT_FEWER = "accept-fewer"
+OBJECT_STORE_SCHEME = "s3://"
 
 logger = logging.getLogger("luigi-interface")
 
 
 @dataclass
 class StagedPartition:
-    """A partition being written: its hidden folder and the fields to add to its manifest."""
+    """A partition being written: a local folder to fill and the fields to add to its manifest."""
 
     folder: Path
     manifest: dict = field(default_factory=dict)
 
 
-class PartitionTarget(luigi.Target):
-    """One `dt=` folder of a dataset; it exists once it has been renamed into place."""
+class Dataset(ABC):
+    """Where a dataset's partitions live, and how one is published so readers see it whole.
 
-    def __init__(self, dataset_dir: Path, day: date, built_from: str | None = None) -> None:
-        self.dataset_dir = Path(dataset_dir)
+    Two layouts share one PartitionTarget: a local folder, where a partition is renamed into
+    place, and an object store, where only a manifest written last makes a partition exist.
+    Both keep the manifest (`_manifest.json`) and the rebuild flag (`_REBUILD`) under `dt=`.
+    """
+
+    @abstractmethod
+    def describe(self, day: date | None = None) -> str:
+        """The dataset's (or a day's) location, for messages."""
+
+    @abstractmethod
+    def read_text(self, day: date, name: str) -> str:
+        """A small file under the day's `dt=`; FileNotFoundError if there is none."""
+
+    @abstractmethod
+    def write_text(self, day: date, name: str, text: str) -> None: ...
+
+    @abstractmethod
+    def remove(self, day: date, name: str) -> bool:
+        """Delete a small file under the day's `dt=`; False if there was none."""
+
+    @abstractmethod
+    def data_files(self, day: date) -> list[str]:
+        """The current partition's Parquet files."""
+
+    @abstractmethod
+    def writing(self, day: date) -> AbstractContextManager[StagedPartition]:
+        """An empty local folder to fill; on a clean exit it becomes the day's partition."""
+
+    @abstractmethod
+    def current_days(self) -> set[date]:
+        """Days with a partition and no rebuild request, from one listing (after recovery)."""
+
+    @abstractmethod
+    def recover(self, day: date) -> None:
+        """Repair or remove what crashed writers of the day left."""
+
+    @abstractmethod
+    def recover_all(self) -> None:
+        """Recover every day crashed writers left something for."""
+
+    @abstractmethod
+    def rows_view(self, con: duckdb.DuckDBPyConnection, day: date, view: str) -> None:
+        """Make the day's rows readable in `con` as `view` (streamed, not loaded whole)."""
+
+    @abstractmethod
+    def probe(self) -> str:
+        """Prove the dataset can be written (`python -m pipeline check`); a line to print."""
+
+    def manifests(self, days: Iterable[date]) -> dict[date, dict]:
+        """The manifests of those of `days` that have one (what bulk_complete compares)."""
+        days = list(days)
+        read = self._each(self._manifest_or_none, days)
+        return {day: manifest for day, manifest in zip(days, read, strict=True) if manifest}
+
+    def _each(self, read: Callable[[date], dict | None], days: list[date]) -> Iterable:
+        return map(read, days)
+
+    def _manifest_or_none(self, day: date) -> dict | None:
+        try:
+            return json.loads(self.read_text(day, MANIFEST))
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+class PartitionTarget(luigi.Target):
+    """One `dt=` partition of a dataset; it exists once it has been published whole."""
+
+    def __init__(self, dataset: Dataset | Path, day: date, built_from: str | None = None) -> None:
+        self.dataset = dataset if isinstance(dataset, Dataset) else LocalDataset(Path(dataset))
         self.day = day
-        self.path = self.dataset_dir / f"dt={day.isoformat()}"
         # The fingerprint of the input this partition must have been built from to be current.
         self.built_from = built_from
 
+    def __str__(self) -> str:
+        return self.dataset.describe(self.day)
+
     def exists(self) -> bool:
-        if (self.path / REBUILD_FLAG).exists():
+        if self._flag() is not None:
             return False
         if self.built_from is None:
-            return (self.path / MANIFEST).is_file()
+            return self.archived()
         try:
             return self.manifest().get("built_from") == self.built_from
         except (OSError, ValueError):
             return False
 
+    def archived(self) -> bool:
+        """Whether the day has a partition, even one flagged for rebuild."""
+        try:
+            self.manifest()
+        except (OSError, ValueError):
+            return False
+        return True
+
     def manifest(self) -> dict:
-        return json.loads((self.path / MANIFEST).read_text())
+        return json.loads(self.dataset.read_text(self.day, MANIFEST))
 
     def fingerprint(self) -> str | None:
         try:
@@ -73,44 +155,123 @@ class PartitionTarget(luigi.Target):
         except (OSError, KeyError, ValueError):
             return None
 
-    def data_files(self) -> list[Path]:
-        return sorted(self.path.glob("*.parquet"))
-
-    def glob(self) -> str:
-        return str(self.path / "*.parquet")
+    def data_files(self) -> list[str]:
+        return self.dataset.data_files(self.day)
 
     @contextmanager
-    def writing(self) -> Iterator[StagedPartition]:
-        """Yields an empty hidden folder to fill; on success it becomes the partition."""
-        self.dataset_dir.mkdir(parents=True, exist_ok=True)
+    def rows(self, con: duckdb.DuckDBPyConnection, view: str) -> Iterator[str]:
+        """The partition's rows as a temporary view of `con`, named `view`, while in use."""
+        self.dataset.rows_view(con, self.day, view)
+        try:
+            yield view
+        finally:
+            con.unregister(view)
+
+    def writing(self) -> AbstractContextManager[StagedPartition]:
+        """Yields an empty local folder to fill; on success it becomes the partition."""
+        return self.dataset.writing(self.day)
+
+    def recover(self) -> None:
+        self.dataset.recover(self.day)
+
+    def request_rebuild(self, accept_fewer: bool = False) -> bool:
+        """Flag the partition so the next run rebuilds it; False if there is none.
+
+        With `accept_fewer` the rebuild may replace the archive with fewer readings than it
+        holds (the operator's explicit choice); otherwise such a rebuild is refused.
+        """
+        if not self.archived():
+            return False
+        self.dataset.write_text(self.day, REBUILD_FLAG, ACCEPT_FEWER if accept_fewer else "")
+        return True
+
+    def cancel_rebuild(self) -> bool:
+        return self.dataset.remove(self.day, REBUILD_FLAG)
+
+    def accepts_fewer(self) -> bool:
+        """True when the operator allowed this day's rebuild to archive fewer readings."""
+        return (self._flag() or "").strip() == ACCEPT_FEWER
+
+    def _flag(self) -> str | None:
+        try:
+            return self.dataset.read_text(self.day, REBUILD_FLAG)
+        except FileNotFoundError:
+            return None
+
+
+class LocalDataset(Dataset):
+    """A dataset in a local folder: each partition is written hidden, then renamed into place.
+
+    A partition is written into a hidden sibling folder (`.tmp-dt=...`, which a `dt=*` glob
+    does not match), fsynced with its manifest, then renamed into place; a rerun moves the old
+    partition aside the same way and deletes it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def describe(self, day: date | None = None) -> str:
+        return str(self.path(day) if day else self.folder)
+
+    def path(self, day: date) -> Path:
+        return self.folder / f"dt={day.isoformat()}"
+
+    def read_text(self, day: date, name: str) -> str:
+        try:
+            return (self.path(day) / name).read_text()
+        except NotADirectoryError:
+            raise FileNotFoundError(self.path(day) / name) from None
+
+    def write_text(self, day: date, name: str, text: str) -> None:
+        (self.path(day) / name).write_text(text)
+
+    def remove(self, day: date, name: str) -> bool:
+        try:
+            (self.path(day) / name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def data_files(self, day: date) -> list[str]:
+        return [str(p) for p in sorted(self.path(day).glob("*.parquet"))]
+
+    def rows_view(self, con: duckdb.DuckDBPyConnection, day: date, view: str) -> None:
+        con.register(view, con.read_parquet(self.data_files(day), hive_partitioning=False))
+
+    def probe(self) -> str:
+        return check_writable(self.folder)
+
+    @contextmanager
+    def writing(self, day: date) -> Iterator[StagedPartition]:
+        self.folder.mkdir(parents=True, exist_ok=True)
         with self._swap_lock():
-            self._recover()
-        staged = StagedPartition(self._hidden(".tmp-"))
+            self._recover(day)
+        staged = StagedPartition(self._hidden(".tmp-", day))
         staged.folder.mkdir()
         try:
-            with disk_space_explained(self.path):
+            with disk_space_explained(self.path(day)):
                 yield staged
                 failpoint("partition.written")
                 write_manifest(staged.folder, staged.manifest)
                 _fsync_tree(staged.folder)
-                self._swap_in(staged.folder)
+                self._swap_in(day, staged.folder)
         finally:
             shutil.rmtree(staged.folder, ignore_errors=True)
 
-    def _hidden(self, prefix: str) -> Path:
+    def _hidden(self, prefix: str, day: date) -> Path:
         # The writer's pid in the name tells a crashed attempt's leftover from a live one's.
-        name = f"{prefix}{self.path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        return self.dataset_dir / name
+        return self.folder / f"{prefix}{self.path(day).name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
-    def _swap_in(self, tmp: Path) -> None:
+    def _swap_in(self, day: date, tmp: Path) -> None:
         old = None
+        path = self.path(day)
         with self._swap_lock():
-            if self.path.exists():
-                old = self._hidden(".old-")
-                os.rename(self.path, old)
+            if path.exists():
+                old = self._hidden(".old-", day)
+                os.rename(path, old)
                 failpoint("partition.swapping")
-            os.rename(tmp, self.path)
-            fsync_path(self.dataset_dir)
+            os.rename(tmp, path)
+            fsync_path(self.folder)
         if old:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -122,7 +283,7 @@ class PartitionTarget(luigi.Target):
         folders in parallel and only take turns to swap. Yields False, without the lock, when
         `wait` is False and another process holds it.
         """
-        fd = os.open(self.dataset_dir, os.O_RDONLY)
+        fd = os.open(self.folder, os.O_RDONLY)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -133,60 +294,63 @@ class PartitionTarget(luigi.Target):
         finally:
             os.close(fd)  # closing releases the lock
 
-    def recover(self) -> None:
+    def recover(self, day: date) -> None:
         """Repair what a crashed writer of this day left, if nobody is swapping right now."""
-        if not self.dataset_dir.is_dir():
+        if not self.folder.is_dir():
             return
         with self._swap_lock(wait=False) as locked:
             if locked:
-                self._recover()
+                self._recover(day)
 
-    def _recover(self) -> None:
+    def _recover(self, day: date) -> None:
         """Put back a partition a crash left moved aside, then delete dead writers' leftovers.
 
         A kill between the two renames of a swap leaves the day only in `.old-`: it is renamed
         back before anything is deleted. Staging folders of live processes are left alone.
         """
-        olds = sorted(self.dataset_dir.glob(f".old-{self.path.name}-*"), key=_mtime)
-        if olds and not self.path.exists():
-            os.rename(olds.pop(), self.path)
-            fsync_path(self.dataset_dir)
-            logger.warning("%s: restored the partition a crashed swap had moved aside", self.path)
-        for leftover in olds + list(self.dataset_dir.glob(f".tmp-{self.path.name}-*")):
-            if not _writer_alive(leftover.name):
+        path = self.path(day)
+        olds = sorted(self.folder.glob(f".old-{path.name}-*"), key=_mtime)
+        if olds and not path.exists():
+            os.rename(olds.pop(), path)
+            fsync_path(self.folder)
+            logger.warning("%s: restored the partition a crashed swap had moved aside", path)
+        for leftover in olds + list(self.folder.glob(f".tmp-{path.name}-*")):
+            if not writer_alive(leftover.name):
                 shutil.rmtree(leftover, ignore_errors=True)
 
-    def request_rebuild(self, accept_fewer: bool = False) -> bool:
-        """Flag the partition so the next run rebuilds it; False if there is none.
+    def recover_all(self) -> None:
+        """Run wherever the pipeline looks at a dataset, so a partition a crash moved aside
+        comes back and no leftover outlives the next run, even one that finds every day
+        complete."""
+        if not self.folder.is_dir():
+            return
+        crashed = {
+            day
+            for entry in os.scandir(self.folder)
+            if entry.name.startswith(".") and (day := day_of(entry.name)) is not None
+        }
+        for day in crashed:
+            self.recover(day)
 
-        With `accept_fewer` the rebuild may replace the archive with fewer readings than it
-        holds (the operator's explicit choice); otherwise such a rebuild is refused.
-        """
-        if not self.path.is_dir():
-            return False
-        (self.path / REBUILD_FLAG).write_text(ACCEPT_FEWER if accept_fewer else "")
-        return True
-
-    def cancel_rebuild(self) -> bool:
-        flag = self.path / REBUILD_FLAG
-        if not flag.exists():
-            return False
-        flag.unlink()
-        return True
-
-    def accepts_fewer(self) -> bool:
-        """True when the operator allowed this day's rebuild to archive fewer readings."""
-        try:
-            return (self.path / REBUILD_FLAG).read_text().strip() == ACCEPT_FEWER
-        except OSError:
-            return False
+    def current_days(self) -> set[date]:
+        if not self.folder.is_dir():
+            return set()
+        self.recover_all()
+        return {
+            day
+            for entry in os.scandir(self.folder)
+            if (day := day_of(entry.name)) is not None
+            and entry.name.startswith("dt=")
+            and entry.is_dir()
+            and not os.path.exists(os.path.join(entry.path, REBUILD_FLAG))
+        }
 
 
 def _mtime(path: Path) -> float:
     return path.stat().st_mtime
 
 
-def _writer_alive(hidden_name: str) -> bool:
+def writer_alive(hidden_name: str) -> bool:
     """Whether the process that made a hidden `.tmp-`/`.old-` folder is still running."""
     try:
         pid = int(hidden_name.rsplit("-", 2)[-2])
@@ -203,53 +367,58 @@ def _writer_alive(hidden_name: str) -> bool:
     return True
 
 
-def write_manifest(folder: Path, extras: dict) -> dict:
+def describe_files(folder: Path, extras: dict) -> dict:
+    """The manifest of the Parquet files in `folder`: their names and a fingerprint of them."""
     files = sorted(folder.glob("*.parquet"))
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())
         digest.update(_sha256_file(file).encode())
-    manifest = {"files": [f.name for f in files], "fingerprint": digest.hexdigest()[:32], **extras}
+    return {
+        "files": [f.name for f in files],
+        "fingerprint": digest.hexdigest()[:32],
+        # Which machine and process wrote it: with many workers, who extracted the day.
+        "written_by": f"{socket.gethostname()}/{os.getpid()}",
+        **extras,
+    }
+
+
+def write_manifest(folder: Path, extras: dict) -> dict:
+    manifest = describe_files(folder, extras)
     (folder / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, default=str))
     return manifest
 
 
-def list_partitions(dataset_dir: Path) -> dict[date, Path]:
-    """Every current partition of a dataset, from one folder listing (after crash recovery)."""
-    if not dataset_dir.is_dir():
-        return {}
-    recover_crashed(dataset_dir)
-    found = {}
-    for entry in os.scandir(dataset_dir):
-        day = _day_of(entry.name)
-        if (
-            day is not None
-            and entry.name.startswith("dt=")
-            and entry.is_dir()
-            and not os.path.exists(os.path.join(entry.path, REBUILD_FLAG))
-        ):
-            found[day] = Path(entry.path)
-    return found
+def open_dataset(base: str, name: str) -> Dataset:
+    """The dataset `name` under `PARQUET_BASE_DIR`: a local folder or `s3://bucket/prefix`."""
+    if base.startswith(OBJECT_STORE_SCHEME):
+        from pipeline.objectstore import ObjectStoreDataset  # pyarrow's S3 only where used
+
+        return ObjectStoreDataset.at(f"{base.rstrip('/')}/{name}")
+    return LocalDataset(Path(base) / name)
 
 
-def recover_crashed(dataset_dir: Path) -> None:
-    """Recover every day of a dataset that crashed writers left hidden folders for.
-
-    Run wherever the pipeline looks at a dataset, so a partition a crash moved aside comes back
-    and no leftover outlives the next run, even one that finds every day complete.
-    """
-    if not dataset_dir.is_dir():
-        return
-    crashed = {
-        day
-        for entry in os.scandir(dataset_dir)
-        if entry.name.startswith(".") and (day := _day_of(entry.name)) is not None
-    }
-    for day in crashed:
-        PartitionTarget(dataset_dir, day).recover()
+def list_partitions(dataset: Dataset) -> set[date]:
+    """Every current day of a dataset, from one listing (after crash recovery)."""
+    return dataset.current_days()
 
 
-def _day_of(name: str) -> date | None:
+def recover_crashed(dataset: Dataset) -> None:
+    """Recover every day of a dataset that crashed writers left something for."""
+    dataset.recover_all()
+
+
+def check_writable(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-") as f:
+        f.write(b"ok")
+        f.flush()
+        os.fsync(f.fileno())
+    free = shutil.disk_usage(folder).free
+    return f"{folder} writable, {free / 2**30:.1f} GiB free"
+
+
+def day_of(name: str) -> date | None:
     """The day of `dt=YYYY-MM-DD` or of a writer's `.tmp-dt=YYYY-MM-DD-...`/`.old-...` folder."""
     if name.startswith((".tmp-dt=", ".old-dt=")):
         name = name[5:]

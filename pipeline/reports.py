@@ -43,7 +43,7 @@ from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
 from pipeline.forecast_task import ForecastDay
 from pipeline.partitions import fsync_path
-from pipeline.tasks import DbtBuild, PipelineTask
+from pipeline.tasks import DbtBuild, PipelineTask, warehouse_file
 from pipeline.warehouse import marker_ids, read_markers
 
 logger = logging.getLogger("luigi-interface")
@@ -127,7 +127,7 @@ class ReportDay(PipelineTask):
         if build is None:
             raise PipelineError(f"no dbt build of {self.date} in the warehouse; run DbtBuild first")
         store = storage()
-        reader = WarehouseReader(store.duckdb_file, store.publish_mode)
+        reader = WarehouseReader(warehouse_file(), store.publish_mode)
         try:
             with reader.cursor() as con:
                 days = [
@@ -139,7 +139,7 @@ class ReportDay(PipelineTask):
                     if day["billing"]
                 ]
         except WarehouseUnavailable as exc:
-            raise PipelineError(f"cannot read {store.duckdb_file}: {exc}") from None
+            raise PipelineError(f"cannot read {warehouse_file()}: {exc}") from None
         finally:
             reader.close()
         from pipeline import report_html  # Altair and vl-convert: only when writing a report
@@ -175,7 +175,7 @@ def period_path(source: str, start: str) -> Path:
 def dbt_builds(days: list[date]) -> dict[date, str | None]:
     """Each day's DbtBuild marker fingerprint (one query): a rebuild of the day changes it."""
     family = DbtBuild.get_task_family()
-    markers = read_markers(storage().duckdb_file, f"{family}(")
+    markers = read_markers(warehouse_file(), f"{family}(")
     return {day: markers.get(update_id) for day, update_id in marker_ids(family, days).items()}
 
 

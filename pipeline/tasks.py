@@ -29,7 +29,13 @@ from pipeline.days import (
 )
 from pipeline.errors import PipelineError
 from pipeline.extract import InfluxSource
-from pipeline.partitions import PartitionTarget, list_partitions, recover_crashed
+from pipeline.partitions import (
+    Dataset,
+    PartitionTarget,
+    list_partitions,
+    open_dataset,
+    recover_crashed,
+)
 from pipeline.transform import write_canonical
 from pipeline.warehouse import (
     MarkerTarget,
@@ -48,14 +54,27 @@ LANDING_DATASET = "landing/power"
 RAW_DATASET = "raw_meter_readings"
 
 
-def dataset_dir(name: str) -> Path:
-    return storage().parquet_root / name
+def dataset_dir(name: str) -> Dataset:
+    """A dataset under PARQUET_BASE_DIR: a local folder or a prefix on object storage."""
+    return open_dataset(storage().parquet_base_dir, name)
+
+
+def warehouse_file() -> Path:
+    """The live DuckDB file, on the one machine that holds it (design.md section 11)."""
+    store = storage()
+    if not store.holds_warehouse:
+        raise PipelineError(
+            "this worker does not hold the DuckDB warehouse (PIPELINE_HOLDS_WAREHOUSE=false): "
+            "run RangeDaily --of ParquetDay here, and DuckLoadDay/DbtBuild on the warehouse "
+            "machine"
+        )
+    return store.duckdb_file
 
 
 def live_warehouse() -> Warehouse:
     """The configured DuckDB file, publish mode and writer-lock wait."""
     store = storage()
-    return Warehouse(store.duckdb_file, store.publish_mode, store.lock_timeout_s)
+    return Warehouse(warehouse_file(), store.publish_mode, store.lock_timeout_s)
 
 
 def _task_class(cls: type | partial) -> type:
@@ -111,7 +130,7 @@ class SourceCoversArchive(luigi.ExternalTask):
 
     def complete(self) -> bool:
         archive = PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
-        if not archive.path.is_dir() or archive.accepts_fewer():
+        if not archive.archived() or archive.accepts_fewer():
             return True
         try:
             counts = InfluxSource(influx().settings()).daily_field_counts(
@@ -180,7 +199,7 @@ class ExtractDay(PipelineTask):
                 progress=progress,
             )
             archive = self.output()
-            if archive.path.is_dir() and not archive.accepts_fewer():
+            if archive.archived() and not archive.accepts_fewer():
                 shrunk = shrinkage(stats.field_counts, archive.manifest())
                 if shrunk:
                     raise PipelineError(archive_kept_message(self.date, shrunk))
@@ -231,13 +250,9 @@ def gained_in_source(days: list[date]) -> set[date]:
     except PipelineError as e:
         logger.warning("late data not checked for %s..%s: %s", recent[0], recent[-1], e)
         return set()
-    landing = dataset_dir(LANDING_DATASET)
+    archived = dataset_dir(LANDING_DATASET).manifests(recent)
     nothing = dict.fromkeys(FIELDS, 0)
-    return {
-        d
-        for d in recent
-        if _gained(counts.get(d, nothing), PartitionTarget(landing, d).manifest()["field_counts"])
-    }
+    return {d for d in recent if _gained(counts.get(d, nothing), archived[d]["field_counts"])}
 
 
 def _gained(source: dict[str, int], archived: dict[str, int]) -> bool:
@@ -267,7 +282,7 @@ class ParquetDay(PipelineTask):
         cal, store = calendar(), storage()
         with self.output().writing() as staged:
             stats = write_canonical(
-                landing.data_files(),
+                landing,
                 staged.folder / "part-0.parquet",
                 tz=cal.tz,
                 source_default=cal.source_default,
@@ -285,14 +300,22 @@ class ParquetDay(PipelineTask):
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
-        landing, raw = dataset_dir(LANDING_DATASET), dataset_dir(RAW_DATASET)
+        extracted = ExtractDay.bulk_complete(parameter_tuples)
+        days = [_as_day(d) for d in extracted]
+        landing = dataset_dir(LANDING_DATASET).manifests(days)
+        raw = current_manifests(RAW_DATASET, days)
         return [
-            d
-            for d in ExtractDay.bulk_complete(parameter_tuples)
-            if PartitionTarget(
-                raw, _as_day(d), PartitionTarget(landing, _as_day(d)).fingerprint()
-            ).exists()
+            value
+            for value, day in zip(extracted, days, strict=True)
+            if day in raw and raw[day].get("built_from") == landing[day]["fingerprint"]
         ]
+
+
+def current_manifests(name: str, days: list[date]) -> dict[date, dict]:
+    """The manifests of the days a dataset holds current (one listing, then the reads)."""
+    dataset = dataset_dir(name)
+    listed = list_partitions(dataset)
+    return dataset.manifests(day for day in days if day in listed)
 
 
 class DuckLoadDay(PipelineTask):
@@ -315,7 +338,7 @@ class DuckLoadDay(PipelineTask):
         return [ParquetDay(date=day) for day in self.days()]
 
     def output(self) -> list[MarkerTarget]:
-        live = storage().duckdb_file
+        live = warehouse_file()
         ids = marker_ids(self.get_task_family(), self.days())
         return [
             MarkerTarget(live, ids[part.day], part.fingerprint())
@@ -330,7 +353,7 @@ class DuckLoadDay(PipelineTask):
             for n, part in enumerate(t.output() for t in self.requires()):
                 total += load_day(
                     con,
-                    parquet_glob=part.glob(),
+                    partition=part,
                     window_utc=day_window_utc(part.day, zone),
                     update_id=ids[part.day],
                     day=part.day,
@@ -343,15 +366,16 @@ class DuckLoadDay(PipelineTask):
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         family = _task_class(cls).get_task_family()
-        markers = read_markers(storage().duckdb_file, f"{family}(")
-        raw = dataset_dir(RAW_DATASET)
-        done = []
-        for value in ParquetDay.bulk_complete(parameter_tuples):
-            day = _as_day(value)
-            current = PartitionTarget(raw, day).fingerprint()
-            if markers.get(marker_ids(family, [day])[day]) == current:
-                done.append(value)
-        return done
+        markers = read_markers(warehouse_file(), f"{family}(")
+        archived = ParquetDay.bulk_complete(parameter_tuples)
+        days = [_as_day(value) for value in archived]
+        raw = dataset_dir(RAW_DATASET).manifests(days)
+        ids = marker_ids(family, days)
+        return [
+            value
+            for value, day in zip(archived, days, strict=True)
+            if day in raw and markers.get(ids[day]) == raw[day]["fingerprint"]
+        ]
 
 
 class DbtBuild(PipelineTask):
@@ -371,7 +395,7 @@ class DbtBuild(PipelineTask):
         return [DuckLoadDay(date=day) for day in self.days()]
 
     def output(self) -> list[MarkerTarget]:
-        live = storage().duckdb_file
+        live = warehouse_file()
         loads = read_markers(live, f"{DuckLoadDay.get_task_family()}(")
         ids = marker_ids(self.get_task_family(), self.days())
         return [MarkerTarget(live, ids[d], neighbourhood_fingerprint(loads, d)) for d in ids]
@@ -397,7 +421,7 @@ class DbtBuild(PipelineTask):
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         family = _task_class(cls).get_task_family()
-        live = storage().duckdb_file
+        live = warehouse_file()
         loads = read_markers(live, f"{DuckLoadDay.get_task_family()}(")
         built = read_markers(live, f"{family}(")
         return [

@@ -1,6 +1,7 @@
 """Landing data to the canonical `raw_meter_readings` layout (design.md section 3).
 
-One DuckDB statement reads the landing Parquet and writes the canonical file: typed columns in
+One DuckDB statement reads the landing partition (local Parquet files, or Arrow batches from
+object storage) and writes the canonical file: typed columns in
 the contract's order, the local wall clock, the default source, NULL for what was not sent, one
 row per (source, ts_utc), sorted. DuckDB spills to disk past its memory limit, so a day of 100
 meters stays within a bounded footprint.
@@ -13,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+
+from pipeline.partitions import PartitionTarget
 
 RAW_COLUMNS = (
     "ts_utc",
@@ -27,7 +30,7 @@ RAW_COLUMNS = (
 CANONICAL_SQL = """
 copy (
     with landing as (
-        select * from read_parquet($landing, hive_partitioning = false)
+        select * from landing_rows
     ),
 
     typed as (
@@ -73,7 +76,7 @@ class CanonicalStats:
 
 
 def write_canonical(
-    landing_files: list[Path],
+    landing: PartitionTarget,
     target: Path,
     *,
     tz: str,
@@ -93,15 +96,10 @@ def write_canonical(
             compression=compression,
             row_group_size=int(row_group_size),
         )
-        con.execute(
-            sql,
-            {
-                "landing": [str(p) for p in landing_files],
-                "source_default": source_default,
-                "tz": tz,
-                "ingested_at": ingested_at,
-            },
-        )
+        with landing.rows(con, "landing_rows"):
+            con.execute(
+                sql, {"source_default": source_default, "tz": tz, "ingested_at": ingested_at}
+            )
         rows, sources = con.execute(
             "select count(*), count(distinct source) "
             "from read_parquet(?, hive_partitioning = false)",

@@ -25,7 +25,7 @@ import luigi
 
 from pipeline.errors import PipelineError, damage_explained, disk_space_explained
 from pipeline.failpoints import failpoint
-from pipeline.partitions import fsync_path
+from pipeline.partitions import PartitionTarget, fsync_path
 from pipeline.transform import RAW_COLUMNS
 
 logger = logging.getLogger("luigi-interface")
@@ -134,21 +134,23 @@ class MarkerTarget(luigi.Target):
 def load_day(
     con: duckdb.DuckDBPyConnection,
     *,
-    parquet_glob: str,
+    partition: PartitionTarget,
     window_utc: tuple[datetime, datetime],
     update_id: str,
     day: date,
     fingerprint: str,
 ) -> int:
-    """Replace one day of readings from its Parquet partition and mark it, in one transaction."""
+    """Replace one day of readings from its Parquet partition and mark it, in one transaction.
+
+    The partition is read where it is (a local folder, or object storage as Arrow batches).
+    """
     con.execute("begin transaction")
     try:
         con.execute(f"delete from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", list(window_utc))
-        con.execute(
-            f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} "
-            "from read_parquet(?, hive_partitioning = false)",
-            [parquet_glob],
-        )
+        with partition.rows(con, "partition_rows") as rows:
+            con.execute(
+                f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} from {rows}"
+            )
         rows = con.execute(
             f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", list(window_utc)
         ).fetchone()[0]

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from subprocess import Popen
+from typing import IO
 from zoneinfo import ZoneInfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,20 +63,10 @@ def run_cold(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float) -
     of the process that forked it (Linux carries it across fork and exec), so this process,
     fat from seeding, would lend its own peak to every command it starts.
     """
-    if not Path(GNU_TIME).exists():
-        raise RuntimeError(f"{GNU_TIME} is missing: apt-get install -y time")
     peak_file = log.with_suffix(".maxrss")
     with log.open("wb") as out:
         started = time.perf_counter()
-        process = subprocess.Popen(
-            [GNU_TIME, "-f", "%M", "-o", str(peak_file), *cmd],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a timeout kills the command with its timer
-        )
+        process = spawn_timed(cmd, env, out, peak_file)
         killer = threading.Timer(timeout_s, _kill_group, (process.pid,))
         killer.start()
         try:
@@ -87,8 +79,27 @@ def run_cold(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float) -
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         reason = "timed out" if elapsed >= timeout_s else f"exited {process.returncode}"
         raise CommandFailed(f"{' '.join(cmd[:6])} ... {reason}; log {log}:\n{tail}")
-    peak_kib = int(peak_file.read_text().split()[-1])
-    return Run(seconds=elapsed, peak_rss_mib=peak_kib / 1024)
+    return Run(seconds=elapsed, peak_rss_mib=peak_rss_mib(peak_file))
+
+
+def spawn_timed(cmd: list[str], env: dict[str, str], out: IO[bytes], peak_file: Path) -> Popen:
+    """Start `cmd` from the repository under GNU time, which writes its peak RSS (KiB) to
+    `peak_file` when it exits; output to `out`."""
+    if not Path(GNU_TIME).exists():
+        raise RuntimeError(f"{GNU_TIME} is missing: apt-get install -y time")
+    return subprocess.Popen(
+        [GNU_TIME, "-f", "%M", "-o", str(peak_file), *cmd],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a timeout kills the command with its timer
+    )
+
+
+def peak_rss_mib(peak_file: Path) -> float:
+    return int(peak_file.read_text().split()[-1]) / 1024
 
 
 def _kill_group(pid: int) -> None:
