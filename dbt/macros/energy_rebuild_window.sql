@@ -1,16 +1,9 @@
 {#-
-  The local dates an incremental run of the energy marts rebuilds, or none to build everything.
-
-  Called from an incremental model with the register readings relation. Returns none on a
-  first build, with --full-refresh, or without the `start_date` var. Otherwise the loaded
-  days [start_date, end_date] changed, and so did every day that an interval with an end in
-  them overlaps: from the date of the last reading before start_date (usually the day before,
-  whose share across midnight changes) to the date of the first reading after end_date
-  (usually the day after, when days are loaded out of order), and at least
-  [start_date - 1, end_date + 1]. Readings are taken per source and register, as the energy
-  intervals are. The result is a dict of ISO dates: first_date, last_date.
+  The local days an incremental run was given (vars start_date and end_date, default
+  start_date), as a dict of ISO dates first_date, last_date; none on a first build, with
+  --full-refresh, or without the start_date var.
 -#}
-{% macro energy_rebuild_window(register_readings) %}
+{% macro loaded_days() %}
     {%- set start_date = var('start_date') -%}
     {%- if start_date is none or not is_incremental() -%}
         {{ return(none) }}
@@ -26,6 +19,28 @@
         {{ exceptions.raise_compiler_error(
             "var end_date " ~ end_date ~ " is before start_date " ~ start_date) }}
     {%- endif -%}
+    {{ return({'first_date': start_date | string, 'last_date': end_date | string}) }}
+{% endmacro %}
+
+{#-
+  The local dates an incremental run of the energy marts rebuilds, or none to build everything.
+
+  Called from an incremental model with the register readings relation. Returns none on a
+  first build, with --full-refresh, or without the `start_date` var. Otherwise the loaded
+  days [start_date, end_date] changed, and so did every day that an interval with an end in
+  them overlaps: from the date of the last reading before start_date (usually the day before,
+  whose share across midnight changes) to the date of the first reading after end_date
+  (usually the day after, when days are loaded out of order), and at least
+  [start_date - 1, end_date + 1]. Readings are taken per source and register, as the energy
+  intervals are. The result is a dict of ISO dates: first_date, last_date.
+-#}
+{% macro energy_rebuild_window(register_readings) %}
+    {%- set loaded = loaded_days() -%}
+    {%- if loaded is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set start_date = loaded.first_date -%}
+    {%- set end_date = loaded.last_date -%}
 
     {%- set window_query -%}
         with neighbours as (
