@@ -86,10 +86,15 @@ period_costs as (
         daily_costs.source,
         contract_days.period_start,
         any_value(contract_days.period_end) as period_end,
-        -- The contract of the period's last day with data.
-        arg_max(contract_days.plan_id, daily_costs.date_jst) as plan_id,
-        arg_max(contract_days.contract_amperes, daily_costs.date_jst) as contract_amperes,
-        arg_max(contract_days.contract_kva, daily_costs.date_jst) as contract_kva,
+        -- The contract of the period's last day with data (a struct: arg_max skips NULLs).
+        arg_max(
+            struct_pack(
+                plan_id := contract_days.plan_id,
+                contract_amperes := contract_days.contract_amperes,
+                contract_kva := contract_days.contract_kva
+            ),
+            daily_costs.date_jst
+        ) as last_contract,
         max(daily_costs.date_jst) as last_date_with_data,
         count(*) as days_with_data,
         sum(daily_costs.energy_kwh) as energy_kwh,
@@ -109,7 +114,10 @@ period_costs as (
 periods as (
 
     select
-        period_costs.*,
+        period_costs.* exclude (last_contract),
+        period_costs.last_contract.plan_id,
+        period_costs.last_contract.contract_amperes,
+        period_costs.last_contract.contract_kva,
         period_basic_charges.basic_charge_yen,
         plans.bill_rounding,
         period_costs.period_end - period_costs.period_start as days_in_period,
@@ -128,7 +136,7 @@ periods as (
         on period_basic_charges.source = period_costs.source
         and period_basic_charges.period_start = period_costs.period_start
     inner join last_days on last_days.source = period_costs.source
-    left join plans on plans.plan_id = period_costs.plan_id
+    left join plans on plans.plan_id = period_costs.last_contract.plan_id
 
 ),
 
