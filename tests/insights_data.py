@@ -52,18 +52,19 @@ def meter(
     export_kw: float | None = None,
     peaks: dict[datetime, float] | None = None,
     skip: Callable[[datetime], bool] = lambda at: False,
+    with_power: bool = True,
 ) -> list[Reading]:
     """Readings every 15 minutes from `first` 00:00 to the midnight closing `last`.
 
     `peaks` replaces the power read at given instants (a short spike that costs no energy);
-    `skip` leaves readings out (a gap).
+    `skip` leaves readings out (a gap); without `with_power` no power is read at all.
     """
     readings, imported, exported = [], 5000.0, 100.0 if export_kw is not None else None
     at, end = local_midnight(first), local_midnight(last + timedelta(days=1))
     while at <= end:
         kw = profile(at)
         if not skip(at):
-            power = (peaks or {}).get(at, kw * 1000)
+            power = (peaks or {}).get(at, kw * 1000) if with_power else None
             readings.append(Reading(at, source, power, round(imported, 9), exported))
         imported += kw * 0.25
         if exported is not None:

@@ -11,7 +11,8 @@ import pyarrow
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    first, last = dbt.ref("fct_daily_energy").aggregate("min(date_jst), max(date_jst)").fetchall()[0]
+    days = dbt.ref("fct_daily_energy").aggregate("min(date_jst), max(date_jst)")
+    first, last = days.fetchall()[0]
     years = range(first.year, last.year + 2) if first is not None else range(0)
     calendar = sorted(holidays.country_holidays("JP", years=years).items())
     return pyarrow.table(
