@@ -25,34 +25,40 @@ daily_costs as (
 
 ),
 
+-- The contract size in the unit the plan's basic charge is priced by.
+sized_contract_days as (
+
+    select
+        contract_days.*,
+        case plans.contract_unit
+            when 'amperes' then contract_days.contract_amperes
+            else contract_days.contract_kva
+        end as contract_size
+    from contract_days
+    inner join plans on plans.plan_id = contract_days.plan_id
+
+),
+
 -- The monthly basic charge in force each day: the plan version's row for the contract size,
 -- else its row for any size (contract_size empty).
 daily_basic_charges as (
 
     select
-        contract_days.source,
-        contract_days.date_jst,
-        contract_days.period_start,
+        days.source,
+        days.date_jst,
         arg_min(
-            basic_charges.yen_per_month + basic_charges.yen_per_unit * case plans.contract_unit
-                when 'amperes' then contract_days.contract_amperes
-                else contract_days.contract_kva
-            end,
+            basic_charges.yen_per_month + basic_charges.yen_per_unit * days.contract_size,
             basic_charges.contract_size is null
         ) as monthly_basic_charge_yen
-    from contract_days
-    inner join plans on plans.plan_id = contract_days.plan_id
+    from sized_contract_days as days
     inner join basic_charges
-        on basic_charges.plan_id = contract_days.plan_id
-        and {{ valid_on('basic_charges', 'contract_days.date_jst') }}
+        on basic_charges.plan_id = days.plan_id
+        and {{ valid_on('basic_charges', 'days.date_jst') }}
         and (
             basic_charges.contract_size is null
-            or basic_charges.contract_size = case plans.contract_unit
-                when 'amperes' then contract_days.contract_amperes
-                else contract_days.contract_kva
-            end
+            or basic_charges.contract_size = days.contract_size
         )
-    group by contract_days.source, contract_days.date_jst, contract_days.period_start
+    group by days.source, days.date_jst
 
 ),
 
@@ -126,10 +132,7 @@ periods as (
         -- An open period's energy-related charges are projected at the average daily rate so
         -- far: multiplied by days in the period / days with data (1 once closed).
         case
-            when last_days.last_date < period_costs.period_end - 1
-                then (period_costs.period_end - period_costs.period_start)
-                    / period_costs.days_with_data
-            else 1
+            when is_open then days_in_period / period_costs.days_with_data else 1
         end as projection_factor
     from period_costs
     inner join period_basic_charges

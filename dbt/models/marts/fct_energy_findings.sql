@@ -122,6 +122,20 @@ half_hour_demand as (
 ),
 
 -- The contract's power: kVA x 1000 W, or amperes x 100 V.
+contract_limits as (
+
+    select
+        source,
+        date_jst,
+        coalesce(contract_kva * 1000, contract_amperes * 100) as limit_w,
+        case
+            when contract_kva is not null then printf('%g kVA', contract_kva)
+            else printf('%d A', contract_amperes)
+        end as contract_size
+    from contract_days
+
+),
+
 breaker_risks as (
 
     select
@@ -130,31 +144,23 @@ breaker_risks as (
         'breaker_risk' as kind,
         demand.bucket_start_utc as observed_at,
         demand.demand_w as value,
-        {{ breaker_share }} * coalesce(
-            contracts.contract_kva * 1000, contracts.contract_amperes * 100
-        ) as threshold,
+        {{ breaker_share }} * limits.limit_w as threshold,
         printf(
             '%s %.0f W from %s, %.0f %% of the %s contract (%.0f W); above %.0f %% the '
             || 'breaker may trip.',
             case when demand.is_peak_reading then 'Power peaked at' else 'Average power was' end,
             demand.demand_w,
             strftime(demand.bucket_start_jst, '%H:%M'),
-            100 * demand.demand_w / (threshold / {{ breaker_share }}),
-            case
-                when contracts.contract_kva is not null
-                    then printf('%g kVA', contracts.contract_kva)
-                else printf('%d A', contracts.contract_amperes)
-            end,
-            threshold / {{ breaker_share }},
+            100 * demand.demand_w / limits.limit_w,
+            limits.contract_size,
+            limits.limit_w,
             100 * {{ breaker_share }}
         ) as reason
     from half_hour_demand as demand
-    inner join contract_days as contracts
-        on contracts.source = demand.source
-        and contracts.date_jst = demand.date_jst
-    where demand.demand_w > {{ breaker_share }} * coalesce(
-        contracts.contract_kva * 1000, contracts.contract_amperes * 100
-    )
+    inner join contract_limits as limits
+        on limits.source = demand.source
+        and limits.date_jst = demand.date_jst
+    where demand.demand_w > {{ breaker_share }} * limits.limit_w
 
 ),
 
