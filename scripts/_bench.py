@@ -54,8 +54,11 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
-def run_cold(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float) -> Run:
-    """Run `cmd` from the repository (luigi.cfg is read from there); raise if it fails.
+def run_cold(
+    cmd: list[str], env: dict[str, str], log: Path, timeout_s: float, cwd: Path = REPO
+) -> Run:
+    """Run `cmd` from the repository (luigi.cfg is read from there), or from another checkout
+    `cwd`; raise if it fails.
 
     The peak RSS is GNU time's `%M`, not `os.wait4` here: a child inherits the high-water mark
     of the process that forked it (Linux carries it across fork and exec), so this process,
@@ -68,7 +71,7 @@ def run_cold(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float) -
         started = time.perf_counter()
         process = subprocess.Popen(
             [GNU_TIME, "-f", "%M", "-o", str(peak_file), *cmd],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
