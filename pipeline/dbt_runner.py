@@ -31,6 +31,8 @@ from dbt.adapters.duckdb.connections import DuckDBConnectionManager  # noqa: E40
 from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus  # noqa: E402
 from dbt.cli.main import dbtRunner, dbtRunnerResult  # noqa: E402
 
+from pipeline.warehouse import has_table  # noqa: E402
+
 # A dependency of dbt calls logging.basicConfig() on import, which would print every Luigi log
 # line twice; the caller's logging stays as it was.
 logging.getLogger().handlers[:] = _root_handlers
@@ -118,10 +120,7 @@ def _loaded_seeds(duckdb_path: Path) -> str | None:
     if not duckdb_path.exists():
         return None
     with duckdb.connect(str(duckdb_path), read_only=True) as con:
-        if not con.execute(
-            "select count(*) from information_schema.tables where table_name = ?",
-            [SEED_STATE_TABLE],
-        ).fetchone()[0]:
+        if not has_table(con, SEED_STATE_TABLE):
             return None
         row = con.execute(f"select fingerprint from {SEED_STATE_TABLE}").fetchone()
     return row[0] if row else None
