@@ -90,7 +90,7 @@ def run_dbt_build(
         "--log-path",
         str(work_dir / "logs"),
         "--vars",
-        json.dumps(_build_vars(start_date, end_date, time_zone)),
+        json.dumps({"tz": time_zone} if time_zone is not None else {}),
     ]
     if full_refresh:
         args.append("--full-refresh")
@@ -98,7 +98,7 @@ def run_dbt_build(
     if not full_refresh and _loaded_seeds(duckdb_path) == seeds:
         args += ["--exclude", "resource_type:seed"]
 
-    with _environment(DUCKDB_PATH=str(duckdb_path)):
+    with _environment(DUCKDB_PATH=str(duckdb_path), **_loaded_days(start_date, end_date)):
         try:
             outcome = dbtRunner().invoke(args)
         finally:
@@ -133,18 +133,21 @@ def _record_loaded_seeds(duckdb_path: Path, fingerprint: str) -> None:
         )
 
 
-def _build_vars(start_date: date | None, end_date: date | None, time_zone: str | None) -> dict:
+def _loaded_days(start_date: date | None, end_date: date | None) -> dict[str, str]:
+    """The days of an incremental run, for the macro `loaded_days` (empty: build everything).
+
+    Environment variables, not dbt vars: dbt parses the whole project again whenever its vars
+    differ from the last run's, which they would every night; the macro reads these only when
+    the models run, so the parse is reused.
+    """
     if end_date is not None and start_date is None:
         raise ValueError("end_date needs a start_date")
     if start_date is not None and end_date is not None and end_date < start_date:
         raise ValueError(f"end_date {end_date} is before start_date {start_date}")
-    build_vars: dict[str, str] = {}
-    if start_date is not None:
-        build_vars["start_date"] = start_date.isoformat()
-        build_vars["end_date"] = (end_date or start_date).isoformat()
-    if time_zone is not None:
-        build_vars["tz"] = time_zone
-    return build_vars
+    return {
+        "HOME_ENERGY_START_DATE": start_date.isoformat() if start_date else "",
+        "HOME_ENERGY_END_DATE": (end_date or start_date).isoformat() if start_date else "",
+    }
 
 
 @contextmanager
