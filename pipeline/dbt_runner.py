@@ -1,5 +1,10 @@
 """Run `dbt build` on the repository's dbt project, in-process, against one DuckDB file.
 
+The seeds (tariffs and meter contracts, edited by the user) are loaded and tested when their
+CSV files differ from the ones last built into the file, and skipped otherwise: reloading
+seven unchanged tables and rerunning their fifty-odd tests would add seconds to every
+nightly build. A failing test's message names its first failing rows.
+
 dbt-duckdb keeps its DuckDB connection in a class-level "environment" that outlives the dbt
 invocation (and with `keep_open`, the default in dbt-duckdb 1.11, never closes it). The
 pipeline renames the DuckDB file to publish it, so after every build this module closes that
@@ -8,6 +13,7 @@ environment: the file is then free to rename, reopen or lock from another proces
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,11 +23,15 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import duckdb
+
 _root_handlers = list(logging.getLogger().handlers)
 
 from dbt.adapters.duckdb.connections import DuckDBConnectionManager  # noqa: E402
 from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus  # noqa: E402
 from dbt.cli.main import dbtRunner, dbtRunnerResult  # noqa: E402
+
+from pipeline.warehouse import has_table  # noqa: E402
 
 # A dependency of dbt calls logging.basicConfig() on import, which would print every Luigi log
 # line twice; the caller's logging stays as it was.
@@ -35,6 +45,10 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 _FAILED_STATUSES = frozenset({str(RunStatus.Error), str(TestStatus.Fail)})
 # Enough of a failing node's message to name the cause, not a whole SQL dump.
 _MESSAGE_CHARS = 400
+# A failing test's rows quoted in the error, so that bad seed data is found by its row.
+_FAILING_ROWS = 3
+# The table in the built file that records which seed files were loaded into it.
+SEED_STATE_TABLE = "dbt_seed_state"
 
 
 class DbtBuildError(PipelineError):
@@ -55,6 +69,7 @@ def run_dbt_build(
     full_refresh: bool = False,
     time_zone: str | None = None,
     memory_limit: str | None = None,
+    project_dir: Path = DBT_PROJECT_DIR,
 ) -> DbtBuildResult:
     """Build every model and run every test of the project on `duckdb_path`.
 
@@ -62,6 +77,7 @@ def run_dbt_build(
     those local days and their neighbours; without, or with `full_refresh`, everything.
     `time_zone` overrides the project's var `tz` (the pipeline time zone, default Asia/Tokyo);
     `memory_limit` is DuckDB's for dbt's queries (the profile reads it as DUCKDB_MEMORY_LIMIT).
+    `project_dir` is the repository's dbt project unless a test builds a copy (other seeds).
     dbt's target and log folders go next to the DuckDB file, not into the repository.
     """
     duckdb_path = Path(duckdb_path).resolve()
@@ -70,20 +86,23 @@ def run_dbt_build(
         "build",
         "--no-use-colors",
         "--project-dir",
-        str(DBT_PROJECT_DIR),
+        str(project_dir),
         "--profiles-dir",
-        str(DBT_PROJECT_DIR),
+        str(project_dir),
         "--target-path",
         str(work_dir / "target"),
         "--log-path",
         str(work_dir / "logs"),
         "--vars",
-        json.dumps(_build_vars(start_date, end_date, time_zone)),
+        json.dumps({"tz": time_zone} if time_zone is not None else {}),
     ]
     if full_refresh:
         args.append("--full-refresh")
+    seeds = seed_fingerprint(project_dir)
+    if not full_refresh and _loaded_seeds(duckdb_path) == seeds:
+        args += ["--exclude", "resource_type:seed"]
 
-    profile_env = {"DUCKDB_PATH": str(duckdb_path)}
+    profile_env = {"DUCKDB_PATH": str(duckdb_path), **_loaded_days(start_date, end_date)}
     if memory_limit is not None:
         profile_env["DUCKDB_MEMORY_LIMIT"] = memory_limit
     with _environment(**profile_env):
@@ -91,21 +110,51 @@ def run_dbt_build(
             outcome = dbtRunner().invoke(args)
         finally:
             _close_duckdb_environment()
-    return _summarise(outcome)
+    result = _summarise(outcome, duckdb_path)
+    _record_loaded_seeds(duckdb_path, seeds)
+    return result
 
 
-def _build_vars(start_date: date | None, end_date: date | None, time_zone: str | None) -> dict:
+def seed_fingerprint(project_dir: Path) -> str:
+    """sha256 over the names and contents of the project's seed files."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(project_dir) / "seeds").glob("*.csv")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _loaded_seeds(duckdb_path: Path) -> str | None:
+    if not duckdb_path.exists():
+        return None
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        if not has_table(con, SEED_STATE_TABLE):
+            return None
+        row = con.execute(f"select fingerprint from {SEED_STATE_TABLE}").fetchone()
+    return row[0] if row else None
+
+
+def _record_loaded_seeds(duckdb_path: Path, fingerprint: str) -> None:
+    with duckdb.connect(str(duckdb_path)) as con:
+        con.execute(
+            f"create or replace table {SEED_STATE_TABLE} as select ? as fingerprint", [fingerprint]
+        )
+
+
+def _loaded_days(start_date: date | None, end_date: date | None) -> dict[str, str]:
+    """The days of an incremental run, for the macro `loaded_days` (empty: build everything).
+
+    Environment variables, not dbt vars: dbt parses the whole project again whenever its vars
+    differ from the last run's, which they would every night; the macro reads these only when
+    the models run, so the parse is reused.
+    """
     if end_date is not None and start_date is None:
         raise ValueError("end_date needs a start_date")
     if start_date is not None and end_date is not None and end_date < start_date:
         raise ValueError(f"end_date {end_date} is before start_date {start_date}")
-    build_vars: dict[str, str] = {}
-    if start_date is not None:
-        build_vars["start_date"] = start_date.isoformat()
-        build_vars["end_date"] = (end_date or start_date).isoformat()
-    if time_zone is not None:
-        build_vars["tz"] = time_zone
-    return build_vars
+    return {
+        "HOME_ENERGY_START_DATE": start_date.isoformat() if start_date else "",
+        "HOME_ENERGY_END_DATE": (end_date or start_date).isoformat() if start_date else "",
+    }
 
 
 @contextmanager
@@ -136,12 +185,12 @@ def _close_duckdb_environment() -> None:
         DuckDBConnectionManager.close_all_connections()
 
 
-def _summarise(outcome: dbtRunnerResult) -> DbtBuildResult:
+def _summarise(outcome: dbtRunnerResult, duckdb_path: Path) -> DbtBuildResult:
     if outcome.exception is not None:
         raise DbtBuildError(f"dbt build did not run: {outcome.exception}")
     node_results = list(getattr(outcome.result, "results", None) or [])
     failures = [
-        _describe_failure(result)
+        _describe_failure(result, duckdb_path)
         for result in node_results
         if str(result.status) in _FAILED_STATUSES
     ]
@@ -155,13 +204,31 @@ def _summarise(outcome: dbtRunnerResult) -> DbtBuildResult:
     )
 
 
-def _describe_failure(result: NodeResult) -> str:
+def _describe_failure(result: NodeResult, duckdb_path: Path) -> str:
     """`<model|test> <name>: <dbt's message>`, on one line: a runtime error's cause is on the
-    lines after its first ("Runtime Error in model x (path)")."""
+    lines after its first ("Runtime Error in model x (path)"). A failed test adds its first
+    failing rows."""
     node = result.node
     lines = [line.strip() for line in (result.message or "").splitlines() if line.strip()]
     message = " ".join(lines[:4]) or str(result.status)
-    return f"{node.resource_type} {node.name}: {message[:_MESSAGE_CHARS]}"
+    described = f"{node.resource_type} {node.name}: {message[:_MESSAGE_CHARS]}"
+    if str(result.status) == str(TestStatus.Fail) and getattr(node, "compiled_code", None):
+        described += f"; failing rows: {_failing_rows(duckdb_path, node.compiled_code)}"
+    return described
+
+
+def _failing_rows(duckdb_path: Path, test_sql: str) -> str:
+    """The first rows a failed test's query returns, as `column=value` lists."""
+    try:
+        with duckdb.connect(str(duckdb_path), read_only=True) as con:
+            cursor = con.execute(f"select * from ({test_sql}) limit {_FAILING_ROWS}")
+            names = [column[0] for column in cursor.description]
+            rows = cursor.fetchall()
+    except duckdb.Error as error:  # the rows are a courtesy: the failure is reported anyway
+        return f"(not read: {str(error).splitlines()[0]})"
+    return " | ".join(
+        ", ".join(f"{name}={value}" for name, value in zip(names, row, strict=True)) for row in rows
+    )
 
 
 def _count(node_results: list[NodeResult], resource_type: str) -> int:

@@ -56,8 +56,11 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
-def run_cold(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float) -> Run:
-    """Run `cmd` from the repository (luigi.cfg is read from there); raise if it fails.
+def run_cold(
+    cmd: list[str], env: dict[str, str], log: Path, timeout_s: float, cwd: Path = REPO
+) -> Run:
+    """Run `cmd` from the repository (luigi.cfg is read from there), or from another checkout
+    `cwd`; raise if it fails.
 
     The peak RSS is GNU time's `%M`, not `os.wait4` here: a child inherits the high-water mark
     of the process that forked it (Linux carries it across fork and exec), so this process,
@@ -66,7 +69,7 @@ def run_cold(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float) -
     peak_file = log.with_suffix(".maxrss")
     with log.open("wb") as out:
         started = time.perf_counter()
-        process = spawn_timed(cmd, env, out, peak_file)
+        process = spawn_timed(cmd, env, out, peak_file, cwd)
         killer = threading.Timer(timeout_s, _kill_group, (process.pid,))
         killer.start()
         try:
@@ -82,14 +85,16 @@ def run_cold(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float) -
     return Run(seconds=elapsed, peak_rss_mib=peak_rss_mib(peak_file))
 
 
-def spawn_timed(cmd: list[str], env: dict[str, str], out: IO[bytes], peak_file: Path) -> Popen:
-    """Start `cmd` from the repository under GNU time, which writes its peak RSS (KiB) to
-    `peak_file` when it exits; output to `out`."""
+def spawn_timed(
+    cmd: list[str], env: dict[str, str], out: IO[bytes], peak_file: Path, cwd: Path = REPO
+) -> Popen:
+    """Start `cmd` from `cwd` (the repository) under GNU time, which writes its peak RSS (KiB)
+    to `peak_file` when it exits; output to `out`."""
     if not Path(GNU_TIME).exists():
         raise RuntimeError(f"{GNU_TIME} is missing: apt-get install -y time")
     return subprocess.Popen(
         [GNU_TIME, "-f", "%M", "-o", str(peak_file), *cmd],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=out,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """dbt speed (issue 3): a daily incremental DbtBuild over a year of history vs one empty day.
 
-    .venv/bin/python scripts/bench_dbt.py [--repeat 3] [--days 365]
+    .venv/bin/python scripts/bench_dbt.py [--repeat 3] [--days 365] [--compare-rev REV]
 
 A private influxd (free port, temporary folder removed at the end) gets one meter read every
 10 seconds for `--days` (365) local days plus `--repeat` new days after them; every day lies
@@ -15,13 +15,23 @@ more than a week back, outside the late-data lookback. Every command below is a 
    installation each time: `DuckLoadDay --date <a day without readings>`, then the timed
    `DbtBuild` of that empty day (dbt's fixed cost). Goal: incremental <= 2 x empty (medians).
 The marts are checked after each incremental build: one `fct_daily_energy` row per loaded day.
+
+With `--compare-rev REV` (e.g. the commit before a set of new models), the same commands also
+run from a checkout of REV (`git archive`, its own pipeline and dbt project) on a copy of the
+year's installation, its daily DuckLoadDay and DbtBuild interleaved with the current tree's:
+the incremental DbtBuild of both on the same data at the same time, and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -32,6 +42,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import (
+    REPO,
     Row,
     Run,
     days_ago,
@@ -74,12 +85,18 @@ def _clock(pattern: str, text: str) -> float:
 
 
 class Install:
-    """One pipeline installation (Parquet folder, DuckDB file) and the logs of its commands."""
+    """One pipeline installation (Parquet folder, DuckDB file) and the logs of its commands,
+    run from the repository or from another checkout `repo`."""
 
-    def __init__(self, influx: InfluxServer, folder: Path) -> None:
-        folder.mkdir(parents=True)
+    def __init__(self, influx: InfluxServer, folder: Path, repo: Path = REPO) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self.repo = repo
         self.env = pipeline_env(influx, folder)
+        if repo != REPO:
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
 
     @property
     def duckdb_file(self) -> Path:
@@ -87,7 +104,11 @@ class Install:
 
     def run(self, name: str, task: str, *args: str, timeout_s: float = BUILD_TIMEOUT_S) -> Run:
         return run_cold(
-            luigi_command(task, *args), self.env, self.folder / f"{name}.log", timeout_s
+            luigi_command(task, *args),
+            self.env,
+            self.folder / f"{name}.log",
+            timeout_s,
+            cwd=self.repo,
         )
 
     def day(self, task: str, day: date) -> Run:
@@ -154,6 +175,26 @@ def _build_row(name: str, builds: list[Build]) -> Row:
     )
 
 
+def checkout(rev: str, folder: Path) -> Path:
+    """The repository's tree at `rev`, exported into `folder` (no .git, nothing else touched)."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def twin(install: Install, influx: InfluxServer, folder: Path, repo: Path) -> Install:
+    """A copy of `install`'s Parquet folder and DuckDB file, run from `repo`."""
+    shutil.copytree(install.folder / "parquet", folder / "parquet")
+    (folder / "duckdb").mkdir(parents=True)
+    shutil.copy2(install.duckdb_file, folder / "duckdb" / install.duckdb_file.name)
+    return Install(influx, folder, repo)
+
+
 def check_marts(install: Install, days: int) -> None:
     """One fct_daily_energy row per built day: the build did its job, not just exited 0."""
     rows = install.count("fct_daily_energy")
@@ -161,10 +202,32 @@ def check_marts(install: Install, days: int) -> None:
         raise RuntimeError(f"fct_daily_energy has {rows} rows after {days} days were built")
 
 
+def compare_rows(rev: str | None, builds: list[Build], rev_builds: list[Build]) -> list[Row]:
+    """The incremental DbtBuild at `rev` and this tree's time relative to it (medians)."""
+    if rev is None:
+        return []
+    rev_s = median([b.run.seconds for b in rev_builds])
+    this_s = median([b.run.seconds for b in builds])
+    rev_dbt_s = median([b.dbt_s for b in rev_builds])
+    this_dbt_s = median([b.dbt_s for b in builds])
+    return [
+        _build_row(f"incremental at {rev}", rev_builds),
+        (
+            f"this tree vs {rev}",
+            f"{100 * (this_s / rev_s - 1):+.0f} %",
+            f"command {this_s:.2f} s vs {rev_s:.2f} s; dbt {this_dbt_s:.2f} s vs {rev_dbt_s:.2f} s "
+            f"({100 * (this_dbt_s / rev_dbt_s - 1):+.0f} %)",
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="new days, and empty days, built")
     parser.add_argument("--days", type=int, default=365, help="days of history (a year)")
+    parser.add_argument(
+        "--compare-rev", help="also time DbtBuild from this git revision, interleaved"
+    )
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
     load_before = load_average()
@@ -193,15 +256,30 @@ def main() -> None:
         )
         if raw != args.days * READINGS_PER_DAY:
             raise RuntimeError(f"raw_meter_readings has {raw:,} rows, expected a year's")
+        other = None
+        if args.compare_rev:
+            other_repo = checkout(args.compare_rev, Path(tmp) / "rev")
+            other = twin(year, influx, Path(tmp) / "year-rev", other_repo)
+            other_initial = build(other, new_days[0] - timedelta(days=1))
+            check_marts(other, args.days)
+            print(f"initial DbtBuild over the year at {args.compare_rev}: {other_initial}")
         initial = build(year, new_days[0] - timedelta(days=1))
         check_marts(year, args.days)
         print(f"initial DbtBuild over the year: {initial}")
 
-        incremental, empty, day_loads = [], [], []
+        incremental, empty, day_loads, other_incremental = [], [], [], []
         for n, (new_day, empty_day) in enumerate(zip(new_days, empty_days, strict=True)):
             day_loads.append(year.day("DuckLoadDay", new_day))
             incremental.append(build(year, new_day))
             check_marts(year, args.days + n + 1)
+            if other is not None:
+                other.day("DuckLoadDay", new_day)
+                other_incremental.append(build(other, new_day))
+                check_marts(other, args.days + n + 1)
+                print(
+                    f"  day {n + 1}: incremental DbtBuild at {args.compare_rev} "
+                    f"{other_incremental[-1]}"
+                )
             fresh = Install(influx, Path(tmp) / f"empty-{n}")
             fresh.day("DuckLoadDay", empty_day)
             empty.append(build(fresh, empty_day))
@@ -240,6 +318,7 @@ def main() -> None:
             for name, builds in (("incremental", incremental), ("empty-day", empty))
         ),
         ("ratio incremental/empty", f"{ratio:.2f}", f"goal <= {RATIO_GOAL}: {ok}"),
+        *compare_rows(args.compare_rev, incremental, other_incremental),
         ("load average before/after", f"{load_before}/{load_average()}", "2 cores"),
     ]
     print_table("summary (bench_dbt)", [("measure", "figure", "note"), *rows])

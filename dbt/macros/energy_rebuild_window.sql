@@ -1,4 +1,34 @@
 {#-
+  The local days an incremental run was given, as a dict of ISO dates first_date, last_date;
+  none on a first build, with --full-refresh, or without a start date. The days are the vars
+  start_date and end_date (default start_date) when given on the command line, else the
+  environment variables HOME_ENERGY_START_DATE and HOME_ENERGY_END_DATE, which is how
+  pipeline/dbt_runner.py passes them: they are read only when a model runs, never while dbt
+  parses, so a new day does not make dbt parse the whole project again (new vars would).
+-#}
+{% macro loaded_days() %}
+    {%- if not is_incremental() -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set start_date = var('start_date') or env_var('HOME_ENERGY_START_DATE', '') or none -%}
+    {%- if start_date is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set end_date = var('end_date') or env_var('HOME_ENERGY_END_DATE', '') or start_date -%}
+    {%- for value in [start_date, end_date] -%}
+        {%- if not modules.re.fullmatch('[0-9]{4}-[0-9]{2}-[0-9]{2}', value | string) -%}
+            {{ exceptions.raise_compiler_error(
+                "vars start_date/end_date must be local dates YYYY-MM-DD, got '" ~ value ~ "'") }}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if (end_date | string) < (start_date | string) -%}
+        {{ exceptions.raise_compiler_error(
+            "var end_date " ~ end_date ~ " is before start_date " ~ start_date) }}
+    {%- endif -%}
+    {{ return({'first_date': start_date | string, 'last_date': end_date | string}) }}
+{% endmacro %}
+
+{#-
   The local dates an incremental run of the energy marts rebuilds, or none to build everything.
 
   Called from an incremental model with the register readings relation. Returns none on a
@@ -11,21 +41,12 @@
   intervals are. The result is a dict of ISO dates: first_date, last_date.
 -#}
 {% macro energy_rebuild_window(register_readings) %}
-    {%- set start_date = var('start_date') -%}
-    {%- if start_date is none or not is_incremental() -%}
+    {%- set loaded = loaded_days() -%}
+    {%- if loaded is none -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set end_date = var('end_date') or start_date -%}
-    {%- for value in [start_date, end_date] -%}
-        {%- if not modules.re.fullmatch('[0-9]{4}-[0-9]{2}-[0-9]{2}', value | string) -%}
-            {{ exceptions.raise_compiler_error(
-                "vars start_date/end_date must be local dates YYYY-MM-DD, got '" ~ value ~ "'") }}
-        {%- endif -%}
-    {%- endfor -%}
-    {%- if (end_date | string) < (start_date | string) -%}
-        {{ exceptions.raise_compiler_error(
-            "var end_date " ~ end_date ~ " is before start_date " ~ start_date) }}
-    {%- endif -%}
+    {%- set start_date = loaded.first_date -%}
+    {%- set end_date = loaded.last_date -%}
 
     {%- set window_query -%}
         with neighbours as (
