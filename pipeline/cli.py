@@ -85,28 +85,49 @@ def _manifest_rows(dataset: str, days: list[date]) -> dict[date, str]:
     return rows
 
 
-def _warehouse_view(days: list[date]) -> tuple[dict[date, str], dict[date, str]]:
-    """Rows loaded per day (from the markers) and daily coverage (from fct_daily_energy)."""
+# Per-day figures of the marts for `status`: (column, table, query over ? and ?, format).
+_MART_COLUMNS = (
+    (
+        "coverage",
+        "fct_daily_energy",
+        "select date_jst, avg(coverage_ratio) from fct_daily_energy "
+        "where date_jst between ? and ? group by date_jst",
+        "{:.1%}",
+    ),
+    (
+        "cost",
+        "fct_daily_cost",
+        "select date_jst, sum(cost_yen) from fct_daily_cost "
+        "where date_jst between ? and ? group by date_jst",
+        "¥{:,.0f}",
+    ),
+    (
+        "findings",
+        "fct_energy_findings",
+        "select date_jst, count(*) from fct_energy_findings "
+        "where date_jst between ? and ? group by date_jst",
+        "{:d}",
+    ),
+)
+
+
+def _warehouse_view(days: list[date]) -> dict[str, dict[date, str]]:
+    """Per column, per day: rows loaded (from the markers) and the marts' daily figures."""
     live = warehouse_file()
     if not live.exists():
-        return {}, {}
+        return {}
+    window = [days[0], days[-1]]
     with connect(live, read_only=True) as con, damage_explained(live):
         loaded = con.execute(
             f"select partition_date, row_count from {MARKER_TABLE} "
             "where target_table = 'raw_meter_readings' and partition_date between ? and ?",
-            [days[0], days[-1]],
+            window,
         ).fetchall()
-        coverage = []
-        if has_table(con, "fct_daily_energy"):
-            coverage = con.execute(
-                "select date_jst, avg(coverage_ratio) from fct_daily_energy "
-                "where date_jst between ? and ? group by date_jst",
-                [days[0], days[-1]],
-            ).fetchall()
-    return (
-        {d: f"{n:,}" for d, n in loaded},
-        {d: f"{c:.1%}" for d, c in coverage if c is not None},
-    )
+        view = {"duckdb": {d: f"{n:,}" for d, n in loaded}}
+        for column, table, sql, fmt in _MART_COLUMNS:
+            rows = con.execute(sql, window).fetchall() if has_table(con, table) else []
+            view[column] = {d: fmt.format(v) for d, v in rows if v is not None}
+    return view
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -114,22 +135,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
     days = [yesterday - timedelta(days=n) for n in range(args.days - 1, -1, -1)]
     landing, raw = _manifest_rows(LANDING_DATASET, days), _manifest_rows(RAW_DATASET, days)
     try:
-        loaded, coverage = _warehouse_view(days)
+        view = _warehouse_view(days)
         built = set(DbtBuild.bulk_complete(iter(days)))
         forecasts = forecast_states(days)
     except PipelineError as e:
         print(f"DuckDB: {e}")
-        loaded, coverage, built, forecasts = {}, {}, set(), {}
+        view, built, forecasts = {}, set(), {}
     runs = last_runs(days)
-    header = ("date", "landing", "parquet", "duckdb", "dbt", "forecast", "coverage", "last run")
-    print("{:<10}  {:>9}  {:>9}  {:>9}  {:>4}  {:>8}  {:>8}  {}".format(*header))
+    header = (
+        "date", "landing", "parquet", "duckdb", "dbt", "forecast", "coverage", "cost",
+        "findings", "last run",
+    )  # fmt: skip
+    row = "{:<10}  {:>9}  {:>9}  {:>9}  {:>4}  {:>8}  {:>8}  {:>8}  {:>8}  {}"
+    print(row.format(*header))
     for day in days:
         run = runs.get(day)
         last = f"{run[0]} {run[1]}" + (f": {run[3]}" if run and run[3] else "") if run else ""
+        marts = [view.get(column, {}).get(day, "-") for column, *_ in _MART_COLUMNS]
         print(
-            f"{day}  {landing.get(day, '-'):>9}  {raw.get(day, '-'):>9}  "
-            f"{loaded.get(day, '-'):>9}  {'ok' if day in built else '-':>4}  "
-            f"{forecasts.get(day, '-'):>8}  {coverage.get(day, '-'):>8}  {last}"
+            row.format(
+                str(day),
+                landing.get(day, "-"),
+                raw.get(day, "-"),
+                view.get("duckdb", {}).get(day, "-"),
+                "ok" if day in built else "-",
+                forecasts.get(day, "-"),
+                *marts,
+                last,
+            )
         )
     return 0
 

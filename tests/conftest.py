@@ -20,6 +20,16 @@ import pytest
 from devstack.secure_broker import SecureMosquittoServer
 from devstack.servers import InfluxServer, LuigidServer, MosquittoServer, ensure_packages
 
+# Tests that need one of these (directly or through another fixture) are marked `servers`;
+# `pytest -m "not servers"` is the quick tier without them.
+SERVER_FIXTURES = frozenset({"influx_server", "mosquitto", "_mosquitto_tls_server", "luigid"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _server_packages() -> None:

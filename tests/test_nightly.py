@@ -86,6 +86,10 @@ def test_one_nightly_day_makes_every_output_from_the_real_marts(nightly, tmp_pat
     midnight = datetime.combine(LAST, datetime.min.time(), TOKYO).timestamp() * 1000
     assert dict(series)[midnight] == pytest.approx(cost)
 
+    status = nightly.cli("-m", "pipeline", "status", "--days", "400").stdout
+    line = next(line for line in status.splitlines() if line.startswith(str(LAST)))
+    assert f"¥{cost:,.0f}" in line.split()
+
     rerun = nightly.cli("NightlyDay", "--date", str(LAST), "--local-scheduler")
     assert rerun.returncode == 0
     assert "ran successfully" not in rerun.stderr.split("Execution Summary", 1)[-1]
