@@ -57,10 +57,14 @@ def _source_section(day: dict) -> str:
     if summary is None:
         parts.append('<p class="note">No data for this day.</p></section>')
         return "".join(parts)
+    usual = (
+        f"Usual for this weekday: {kwh(summary['usual_kwh'])}, {yen(summary['usual_cost_yen'])}"
+        if summary["usual_kwh"] is not None
+        else "No earlier day of this weekday to compare with yet."
+    )
     parts.append(
         f'<p><span class="big">{kwh(summary["energy_kwh"])}</span> '
-        f'<span class="big">{yen(summary["cost_yen"])}</span><br>'
-        f"Usual for this weekday: {kwh(summary['usual_kwh'])}, {yen(summary['usual_cost_yen'])}</p>"
+        f'<span class="big">{yen(summary["cost_yen"])}</span><br>{usual}</p>'
     )
     if day["profile"]:
         parts.append(svg(charts.profile(day["profile"], CHART_WIDTH)))
