@@ -47,6 +47,11 @@ class InfluxSettings:
         return f"InfluxSettings(url={self.url!r}, database={self.database!r}, auth={secret})"
 
 
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes (measurements come from configuration)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def make_client(settings: InfluxSettings) -> InfluxDBClient:
     """A client with TLS verification on and a timeout, whatever the library's defaults."""
     parts = urlsplit(settings.url)

@@ -9,6 +9,7 @@ import requests
 from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
+from contracts.influx import quote_ident
 from contracts.message import format_ts
 from gateway.influx_writer import EPOCH, ONE_MS
 
@@ -19,11 +20,6 @@ EARLIEST_QUERY_TIME = datetime(1677, 9, 22, tzinfo=UTC)
 LATEST_QUERY_TIME = datetime(2262, 4, 11, tzinfo=UTC)
 # What a query may raise when InfluxDB refuses, fails or cannot be reached.
 INFLUX_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.RequestException)
-
-
-def quote_ident(name: str) -> str:
-    """An InfluxQL identifier in double quotes (the measurement comes from configuration)."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class ReadingQueries:

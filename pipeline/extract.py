@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import requests
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
-from contracts.influx import FIELDS, SOURCE_TAG, InfluxSettings, make_client
+from contracts.influx import FIELDS, SOURCE_TAG, InfluxSettings, make_client, quote_ident
 from pipeline.days import day_window_utc
 from pipeline.errors import PipelineError
 
@@ -34,10 +34,6 @@ LANDING_SCHEMA = pa.schema(
 )
 
 Progress = Callable[[datetime, int], None]
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _ns(instant: datetime) -> int:
