@@ -7,11 +7,13 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic, sleep
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -141,6 +143,17 @@ class PipelineEnv:
 
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll `check` until it returns something true, and return that; fail after `timeout`."""
+    deadline = monotonic() + timeout
+    while monotonic() < deadline:
+        if result := check():
+            return result
+        sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @contextmanager

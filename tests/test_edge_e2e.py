@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
+from conftest import wait_for
 from test_edge_publisher import (
     REPO,
     edge_env,
@@ -38,7 +39,6 @@ from test_edge_publisher import (
     start_edge,
     start_simulator,
     stored,
-    wait_for,
 )
 
 from contracts.message import parse_ts

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import wait_for
 
 from contracts.message import Reading, parse_payload
 from contracts.mqtt import MqttSettings, make_client
@@ -31,14 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 ROUTE_B_ID = "0123456789ABCDEF0123456789ABCDEF"
 PASSWORD = "PASSW0RD1234"
 T0 = datetime(2025, 12, 17, 3, 4, 5, 250_000, tzinfo=UTC)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Subscriber:

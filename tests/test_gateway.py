@@ -14,13 +14,14 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
 import pytest
+from conftest import wait_for
 
 from contracts.influx import InfluxSettings, make_client
 from contracts.message import Reading, format_ts, to_payload
@@ -32,15 +33,6 @@ from devstack.servers import GatewayServer, InfluxServer, MosquittoServer
 T = TypeVar("T")
 BASE_TS = datetime(2025, 12, 17, 3, 0, tzinfo=UTC)
 REFUSAL_LOG = re.compile("broker refused the connection|cannot connect to the broker|disconnected")
-
-
-def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def reading(i: int, source: str = "meter1") -> Reading:
