@@ -120,6 +120,11 @@ def _parse_interval(text: str) -> date_interval.DateInterval | None:
     return None
 
 
+def first_day(value: date | DaySet) -> date:
+    """A bulk_complete value as a day: a date, or the first day of a batch's DaySet."""
+    return value[0] if isinstance(value, DaySet) else value
+
+
 def as_days(value: date | DaySet | Iterable[date]) -> DaySet:
     if isinstance(value, DaySet):
         return value

@@ -24,15 +24,14 @@ import duckdb
 import pandas as pd
 
 from pipeline.config import calendar, forecast
-from pipeline.days import LocalDaysParameter, local_today
+from pipeline.days import LocalDaysParameter, first_day, local_today
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
 from pipeline.tasks import (
     DbtBuild,
     PipelineTask,
-    _as_day,
-    _task_class,
     live_warehouse,
+    task_class,
     warehouse_file,
 )
 from pipeline.warehouse import (
@@ -196,15 +195,15 @@ class ForecastDay(PipelineTask):
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
-        family = _task_class(cls).get_task_family()
+        family = task_class(cls).get_task_family()
         live = warehouse_file()
         built = read_markers(live, f"{DbtBuild.get_task_family()}(")
         made = read_markers(live, f"{family}(")
         return [
             value
             for value in DbtBuild.bulk_complete(parameter_tuples)
-            if made.get(marker_ids(family, [_as_day(value)])[_as_day(value)])
-            == forecast_fingerprint(built, _as_day(value))
+            if made.get(marker_ids(family, [first_day(value)])[first_day(value)])
+            == forecast_fingerprint(built, first_day(value))
         ]
 
 

@@ -21,13 +21,13 @@ import duckdb
 import luigi
 
 from pipeline import config
-from pipeline.days import LocalDaysParameter
+from pipeline.days import LocalDaysParameter, first_day
 from pipeline.failpoints import failpoint
 from pipeline.forecast_task import ForecastDay
 from pipeline.ha_publish import household_messages, publish
 from pipeline.influx_marts import write_back
 from pipeline.partitions import fsync_path
-from pipeline.tasks import DbtBuild, PipelineTask, _as_day, _task_class, warehouse_file
+from pipeline.tasks import DbtBuild, PipelineTask, task_class, warehouse_file
 from pipeline.warehouse import connect, marker_ids, read_markers
 
 # The tasks whose warehouse markers the outputs are built from: the marts and the forecast.
@@ -108,17 +108,17 @@ class OutputDayTask(PipelineTask):
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
-        task = _task_class(cls)
+        task = task_class(cls)
         values = list(parameter_tuples)
         if not task.enabled():
             return values
         folder = marker_folder(task.get_task_family())
-        fingerprints = upstream_fingerprints(_as_day(v) for v in values)
+        fingerprints = upstream_fingerprints(first_day(v) for v in values)
         done = {
             value
             for value in values
-            if (fp := fingerprints.get(_as_day(value)))
-            and read_marker(folder / f"{_as_day(value).isoformat()}.json") == fp
+            if (fp := fingerprints.get(first_day(value)))
+            and read_marker(folder / f"{first_day(value).isoformat()}.json") == fp
         }
         # A day is complete only while what it was built from is (as PipelineTask.complete).
         for upstream in BUILT_FROM:

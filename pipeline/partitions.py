@@ -403,11 +403,6 @@ def list_partitions(dataset: Dataset) -> set[date]:
     return dataset.current_days()
 
 
-def recover_crashed(dataset: Dataset) -> None:
-    """Recover every day of a dataset that crashed writers left something for."""
-    dataset.recover_all()
-
-
 def check_writable(folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-") as f:

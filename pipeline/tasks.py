@@ -20,11 +20,11 @@ import luigi
 from contracts.influx import FIELDS
 from pipeline.config import calendar, influx, late_data, storage
 from pipeline.days import (
-    DaySet,
     LocalDateParameter,
     LocalDaysParameter,
     as_days,
     day_window_utc,
+    first_day,
     local_today,
 )
 from pipeline.errors import PipelineError
@@ -34,7 +34,6 @@ from pipeline.partitions import (
     PartitionTarget,
     list_partitions,
     open_dataset,
-    recover_crashed,
 )
 from pipeline.transform import write_canonical
 from pipeline.warehouse import (
@@ -77,13 +76,9 @@ def live_warehouse() -> Warehouse:
     return Warehouse(warehouse_file(), store.publish_mode, store.lock_timeout_s)
 
 
-def _task_class(cls: type | partial) -> type:
+def task_class(cls: type | partial) -> type:
     # RangeDaily hands bulk_complete a functools.partial of the class, not the class.
     return cls.func if isinstance(cls, partial) else cls
-
-
-def _as_day(value: date | DaySet) -> date:
-    return value[0] if isinstance(value, DaySet) else value
 
 
 class PipelineTask(luigi.Task):
@@ -115,7 +110,7 @@ class PipelineTask(luigi.Task):
 def _recover_crashed_writers(task: PipelineTask) -> None:
     # A rerun that finds its days complete runs nothing: tidy after crashed writers here.
     for name in (LANDING_DATASET, RAW_DATASET):
-        recover_crashed(dataset_dir(name))
+        dataset_dir(name).recover_all()
 
 
 class SourceCoversArchive(luigi.ExternalTask):
@@ -226,9 +221,9 @@ class ExtractDay(PipelineTask):
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         done = list_partitions(dataset_dir(LANDING_DATASET))
-        archived = [d for d in parameter_tuples if _as_day(d) in done]
-        gained = gained_in_source([_as_day(d) for d in archived])
-        return [d for d in archived if _as_day(d) not in gained]
+        archived = [d for d in parameter_tuples if first_day(d) in done]
+        gained = gained_in_source([first_day(d) for d in archived])
+        return [d for d in archived if first_day(d) not in gained]
 
 
 def gained_in_source(days: list[date]) -> set[date]:
@@ -301,7 +296,7 @@ class ParquetDay(PipelineTask):
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
         extracted = ExtractDay.bulk_complete(parameter_tuples)
-        days = [_as_day(d) for d in extracted]
+        days = [first_day(d) for d in extracted]
         landing = dataset_dir(LANDING_DATASET).manifests(days)
         raw = current_manifests(RAW_DATASET, days)
         return [
@@ -365,10 +360,10 @@ class DuckLoadDay(PipelineTask):
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
-        family = _task_class(cls).get_task_family()
+        family = task_class(cls).get_task_family()
         markers = read_markers(warehouse_file(), f"{family}(")
         archived = ParquetDay.bulk_complete(parameter_tuples)
-        days = [_as_day(value) for value in archived]
+        days = [first_day(value) for value in archived]
         raw = dataset_dir(RAW_DATASET).manifests(days)
         ids = marker_ids(family, days)
         return [
@@ -420,15 +415,15 @@ class DbtBuild(PipelineTask):
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
-        family = _task_class(cls).get_task_family()
+        family = task_class(cls).get_task_family()
         live = warehouse_file()
         loads = read_markers(live, f"{DuckLoadDay.get_task_family()}(")
         built = read_markers(live, f"{family}(")
         return [
             value
             for value in DuckLoadDay.bulk_complete(parameter_tuples)
-            if built.get(marker_ids(family, [_as_day(value)])[_as_day(value)])
-            == neighbourhood_fingerprint(loads, _as_day(value))
+            if built.get(marker_ids(family, [first_day(value)])[first_day(value)])
+            == neighbourhood_fingerprint(loads, first_day(value))
         ]
 
 
