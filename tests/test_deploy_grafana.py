@@ -7,16 +7,15 @@ import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from conftest import REPO
 
 from contracts.influx import FIELDS, InfluxSettings, make_client
 from devstack.servers import InfluxServer
 
-REPO = Path(__file__).resolve().parent.parent
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "home-energy.json"
 JST = ZoneInfo("Asia/Tokyo")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
-import serial
+from edge_harness import FAST, PASSWORD, ROUTE_B_ID, simulated
 
 from edge import echonet as el
 from edge.credentials import Credentials, CredentialsError
@@ -17,7 +15,6 @@ from edge.simulator import (
     METER_IP,
     Faults,
     ModuleSim,
-    PtyServer,
     SimulatedMeter,
     VirtualClock,
     VirtualPort,
@@ -38,31 +35,6 @@ from edge.skstack import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-ROUTE_B_ID = "0123456789ABCDEF0123456789ABCDEF"
-PASSWORD = "PASSW0RD1234"
-FAST = Settings(
-    command_timeout_s=1.0,
-    join_timeout_s=2.0,
-    answer_timeout_s=0.5,
-    request_spacing_s=0.0,
-    scan_durations=(4, 5, 6),
-    scan_retries=1,
-    scan_margin_s=1.0,
-    join_backoff_s=0.01,
-)
-
-
-@contextmanager
-def simulated(
-    family: str = "bp35a1", faults: Faults | None = None, settings: Settings = FAST, **meter: object
-) -> Iterator[tuple[Driver, ModuleSim]]:
-    sim = ModuleSim(SimulatedMeter(**meter), family, faults or Faults())  # type: ignore[arg-type]
-    sim.expected_id, sim.expected_password = ROUTE_B_ID, PASSWORD
-    with PtyServer(sim) as server, serial.Serial(server.path, 115200, timeout=0.02) as port:
-        creds = Credentials(ROUTE_B_ID, PASSWORD)
-        yield Driver(port, module_family(family), creds, settings), sim
-
 
 # --- pure parsing ------------------------------------------------------------------------
 

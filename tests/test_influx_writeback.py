@@ -13,13 +13,13 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
+from conftest import REPO
 
 from contracts.influx import InfluxSettings, make_client
 from pipeline.days import DaySet
 from pipeline.outputs import InfluxWriteBackDay
 from pipeline.tasks import DbtBuild
 
-REPO = Path(__file__).resolve().parent.parent
 JST = ZoneInfo("Asia/Tokyo")
 MEASUREMENTS = ("energy_daily", "energy_cost_daily", "energy_forecast")
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "home-energy.json"

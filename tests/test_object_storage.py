@@ -20,9 +20,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import hourly_lines
 
 from devstack.servers import MotoS3Server
-from pipeline.days import day_window_utc, local_today
+from pipeline.days import local_today
 from pipeline.objectstore import _staging_root
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -96,15 +97,6 @@ def archive(pipeline_env, s3_server, monkeypatch: pytest.MonkeyPatch) -> Archive
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     return store
-
-
-def hourly_lines(day: date, source: str = "meter1", hours: int = 24) -> list[str]:
-    start = int(day_window_utc(day, TOKYO)[0].timestamp() * 1000)
-    return [
-        f"power,source={source} instant_power_w=500,energy_import_kwh={10 + h / 2} "
-        f"{start + h * 3_600_000}"
-        for h in range(hours)
-    ]
 
 
 def recent_days(n: int) -> list[date]:
