@@ -1,8 +1,8 @@
 """The reading message contract (design.md section 1): build, serialize and validate readings.
 
-The edge builds `Reading`s and turns them into payloads with `to_payload`/`to_payloads`; the
-gateway turns payloads back into readings with `parse_payload`, which never raises on input:
-every element it cannot accept comes back as a `Rejected` with a reason a person can act on.
+The edge builds `Reading`s and turns them into payloads with `to_payload`; the gateway turns
+payloads back into readings with `parse_payload`, which never raises on input: every element
+it cannot accept comes back as a `Rejected` with a reason a person can act on.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -19,8 +19,9 @@ DEFAULT_TOPIC = "home/power"
 MEASUREMENT_FIELDS = ("instant_power_w", "energy_import_kwh", "energy_export_kwh")
 CUMULATIVE_FIELDS = ("energy_import_kwh", "energy_export_kwh")
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# A day of readings every 10 s is ~1.3 MB as one array; the edge splits replays with
-# `to_payloads`, so a bigger payload is a publisher bug (or an attack), not data.
+# A day of readings every 10 s is ~1.3 MB as one array; the edge's publisher sends a replay in
+# arrays of at most its batch_size (500, ~50 kB), so a bigger payload is a publisher bug (or an
+# attack), not data.
 MAX_PAYLOAD_BYTES = 256 * 1024
 # How far ahead of the gateway's clock a reading may be: NTP keeps both within a second,
 # so anything beyond this is a wrong clock whose points would sort after all real ones.
@@ -159,21 +160,6 @@ def to_payload(readings: Reading | Sequence[Reading]) -> bytes:
     if isinstance(readings, Reading):
         return _encode(readings.to_json_obj())
     return _encode([r.to_json_obj() for r in readings])
-
-
-def to_payloads(readings: Iterable[Reading], max_bytes: int = MAX_PAYLOAD_BYTES) -> Iterator[bytes]:
-    """JSON arrays of the readings, in order, each at most `max_bytes` (for a replay)."""
-    parts: list[bytes] = []
-    size = 2  # the brackets
-    for reading in readings:
-        part = _encode(reading.to_json_obj())
-        if parts and size + 1 + len(part) > max_bytes:
-            yield b"[" + b",".join(parts) + b"]"
-            parts, size = [], 2
-        parts.append(part)
-        size += len(part) + (1 if len(parts) > 1 else 0)
-    if parts:
-        yield b"[" + b",".join(parts) + b"]"
 
 
 # --- validation ------------------------------------------------------------------------

@@ -31,7 +31,6 @@ log = logging.getLogger("gateway")
 
 WRITE_TIMEOUT_S = 10.0
 QUERY_TIMEOUT_S = 10.0
-PING_TIMEOUT_S = 2.0
 
 
 def main() -> int:

@@ -15,7 +15,6 @@ from contracts.message import (
     parse_payload,
     parse_ts,
     to_payload,
-    to_payloads,
 )
 from contracts.mqtt import MqttSettings, make_client
 
@@ -140,14 +139,6 @@ def test_ts_pushed_past_the_calendar_by_its_offset_rejects_only_its_element(ts: 
     assert [r.ts.second for r in parsed.readings] == [5, 6]
     (rejected,) = parsed.rejected
     assert rejected.index == 1 and "out of range" in rejected.reason
-
-
-def test_to_payloads_splits_a_replay_under_the_size_limit() -> None:
-    readings = [reading(ts=NOW - timedelta(seconds=i), seq=i) for i in range(500)]
-    payloads = list(to_payloads(readings, max_bytes=4096))
-    assert len(payloads) > 1 and all(len(p) <= 4096 for p in payloads)
-    back = [r for p in payloads for r in parse_payload(p, now=NOW).readings]
-    assert back == readings
 
 
 def test_bad_source_default_is_a_startup_error(monkeypatch: pytest.MonkeyPatch) -> None:
