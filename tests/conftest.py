@@ -160,6 +160,20 @@ def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def fetch(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of a query on a DuckDB file, opened read-only."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def recent_days(n: int) -> list[date]:
+    """The last n local days (Asia/Tokyo), oldest first: inside the late-data lookback."""
+    from pipeline.days import local_today
+
+    yesterday = local_today(ZoneInfo("Asia/Tokyo")) - timedelta(days=1)
+    return [yesterday - timedelta(days=k) for k in range(n - 1, -1, -1)]
+
+
 @contextmanager
 def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
     """A small real file system (a full disk is a real ENOSPC); skips where mounting is denied."""

@@ -108,11 +108,6 @@ def load(path: Path, readings: Iterable[Reading], days: Iterable[date] | None = 
     return insert_rows(path, rows)
 
 
-def fetch(path: Path, sql: str, params: list | None = None) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(sql, params or []).fetchall()
-
-
 def project_with_seeds(folder: Path, seeds: dict[str, str], append: bool = False) -> Path:
     """A copy of the repository's dbt project whose named seed files are replaced (or, with
     `append`, extended) by the given CSV text."""

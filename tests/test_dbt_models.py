@@ -18,7 +18,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from insights_data import TOKYO, fetch, insert_rows, local_midnight, new_database
+from conftest import fetch
+from insights_data import TOKYO, insert_rows, local_midnight, new_database
 
 from pipeline.dbt_runner import DbtBuildError, run_dbt_build
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pandas as pd
 import pytest
-from conftest import HOUR, power_lines
+from conftest import HOUR, power_lines, recent_days
 from luigi.task_register import Register
 
 from pipeline.config import forecast
@@ -54,12 +54,6 @@ ACCURACY_COLUMNS = [
     ("window_days", "INTEGER"),
     ("chosen", "BOOLEAN"),
 ]
-
-
-def recent_days(n: int) -> list[date]:
-    """The last n local days, oldest first."""
-    yesterday = local_today(TOKYO) - timedelta(days=1)
-    return [yesterday - timedelta(days=k) for k in range(n - 1, -1, -1)]
 
 
 def household(first: date, days: int, sources: list[str] = SOURCES) -> list[str]:

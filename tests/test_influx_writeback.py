@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
-from conftest import REPO
+from conftest import REPO, fetch
 
 from contracts.influx import InfluxSettings, make_client
 from pipeline.days import DaySet
@@ -37,11 +37,6 @@ def influx_points() -> dict[str, list[dict]]:
     return points
 
 
-def warehouse_rows(path: Path, query: str) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(query).fetchall()
-
-
 def midnight_ms(day) -> int:
     return int(datetime.combine(day, datetime.min.time(), JST).timestamp() * 1000)
 
@@ -50,7 +45,7 @@ def test_the_marts_arrive_as_their_own_measurements(marts) -> None:
     assert marts.build(InfluxWriteBackDay(date=DaySet(marts.days)))
     points = influx_points()
 
-    daily = warehouse_rows(
+    daily = fetch(
         marts.duckdb,
         "select source, date_jst, daily_energy_kwh, peak_w from fct_daily_energy order by all",
     )
@@ -61,15 +56,13 @@ def test_the_marts_arrive_as_their_own_measurements(marts) -> None:
     # Floats always: InfluxDB would refuse a later float where it first saw an integer.
     assert all(isinstance(p["reading_count"], float) for p in points["energy_daily"])
 
-    cost = warehouse_rows(
-        marts.duckdb, "select source, date_jst, cost_yen from fct_daily_cost order by all"
-    )
+    cost = fetch(marts.duckdb, "select source, date_jst, cost_yen from fct_daily_cost order by all")
     assert [(p["source"], p["time"], p["cost_yen"]) for p in points["energy_cost_daily"]] == [
         (s, midnight_ms(d), yen) for s, d, yen in cost
     ]
 
     # Each target keeps its latest forecast: made for the day before it when there is one.
-    latest = warehouse_rows(
+    latest = fetch(
         marts.duckdb,
         """
         select source, granularity, epoch_ms(target_start_utc), value_kwh, horizon
@@ -210,9 +203,9 @@ def query_kind(query: str) -> str:
 
 def expected_series(live: Path, now: datetime) -> dict[str, dict]:
     """What each panel kind should show, straight from DuckDB."""
-    energy = warehouse_rows(live, "select source, date_jst, daily_energy_kwh from fct_daily_energy")
-    cost = warehouse_rows(live, "select source, date_jst, cost_yen from fct_daily_cost")
-    forecast = warehouse_rows(
+    energy = fetch(live, "select source, date_jst, daily_energy_kwh from fct_daily_energy")
+    cost = fetch(live, "select source, date_jst, cost_yen from fct_daily_cost")
+    forecast = fetch(
         live,
         """
         select source, granularity, epoch_ms(target_start_utc), value_kwh, lower_kwh, upper_kwh
