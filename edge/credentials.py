@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from contracts.settings import Environment
 
 # The utility issues a 32-character ID and a 12-character password (ASCII letters/digits).
 _ID = re.compile(r"[0-9A-Za-z]{32}")
@@ -34,16 +35,16 @@ class Credentials:
             )
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Credentials:
+    def from_env(cls, env: Environment) -> Credentials:
         """`BROUTE_ID`/`BROUTE_PASSWORD`, or the files named by `BROUTE_ID_FILE`/`..._FILE`."""
-        env = os.environ if env is None else env
         return cls(_secret(env, "BROUTE_ID"), _secret(env, "BROUTE_PASSWORD"))
 
 
-def _secret(env: dict[str, str] | os._Environ[str], name: str) -> str:
-    if env.get(name):
-        return env[name].strip()
-    path = env.get(f"{name}_FILE")
+def _secret(env: Environment, name: str) -> str:
+    value = env.optional(name)
+    if value:
+        return value.strip()
+    path = env.optional(f"{name}_FILE")
     if path:
         try:
             return Path(path).read_text().strip()
