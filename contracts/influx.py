@@ -13,7 +13,6 @@ from influxdb import InfluxDBClient
 
 from contracts.settings import Environment
 
-FIELDS = ("instant_power_w", "energy_import_kwh", "energy_export_kwh")
 SOURCE_TAG = "source"
 
 
