@@ -28,10 +28,30 @@ def alternatives(choices: Sequence[str]) -> str:
     return " or ".join([", ".join(choices[:-1]), choices[-1]] if len(choices) > 1 else choices)
 
 
+def parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be a number, got {raw!r}") from None
+
+
 def parse_bool(name: str, raw: str) -> bool:
     if raw.lower() not in ("true", "false"):
         raise SettingError(f"{name} must be true or false, got {raw!r}")
     return raw.lower() == "true"
+
+
+def parse_choice(name: str, raw: str, choices: Sequence[str]) -> str:
+    if raw not in choices:
+        raise SettingError(f"{name} must be {alternatives(choices)}, got {raw!r}")
+    return raw
 
 
 def parse_zone(name: str, raw: str) -> ZoneInfo:
@@ -59,11 +79,13 @@ class Environment:
 
     def integer(self, name: str, default: int, *, zero: bool = False) -> int:
         """A positive integer (or zero, when `zero` is allowed)."""
-        return self._number(name, default, int, "an integer", zero)
+        raw = self.optional(name)
+        return default if raw is None else _checked(name, raw, parse_int(name, raw), zero)
 
     def number(self, name: str, default: float, *, zero: bool = False) -> float:
         """A positive number (or zero, when `zero` is allowed)."""
-        return self._number(name, default, float, "a number", zero)
+        raw = self.optional(name)
+        return default if raw is None else _checked(name, raw, parse_float(name, raw), zero)
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self.optional(name)
@@ -74,10 +96,7 @@ class Environment:
     ) -> str:
         """One of `choices`; with `upper`, the value is upper-cased first (info is INFO)."""
         raw = self.text(name, default)
-        value = raw.upper() if upper else raw
-        if value not in choices:
-            raise SettingError(f"{name} must be {alternatives(choices)}, got {raw!r}")
-        return value
+        return parse_choice(name, raw.upper() if upper else raw, choices)
 
     def log_level(self, name: str) -> str:
         """A logging level name, in any case; INFO when unset."""
@@ -86,19 +105,11 @@ class Environment:
     def zone(self, name: str, default: str) -> ZoneInfo:
         return parse_zone(name, self.text(name, default))
 
-    def _number(self, name: str, default: N, kind: type[N], what: str, zero: bool) -> N:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise SettingError(f"{name} must be {what}, got {raw!r}") from None
-        if not (value >= 0 if zero else value > 0):
-            raise SettingError(
-                f"{name} must be {'zero or more' if zero else 'positive'}, got {raw!r}"
-            )
-        return value
+
+def _checked(name: str, raw: str, value: N, zero: bool) -> N:
+    if not (value >= 0 if zero else value > 0):
+        raise SettingError(f"{name} must be {'zero or more' if zero else 'positive'}, got {raw!r}")
+    return value
 
 
 # Defaults of settings that more than one process reads (the pipeline writes, the gateway reads).
