@@ -110,12 +110,12 @@ class EdgeSettings:
     def from_env(cls, env: Environment) -> EdgeSettings:
         """Raises ValueError naming the variable and its bad value (never a secret)."""
         return cls(
+            log_level=env.log_level("EDGE_LOG_LEVEL"),
             config=EdgeConfig.from_env(env),
             credentials=Credentials.from_env(env),
             mqtt=MqttSettings.from_env(
                 env, default_client_id=f"edge-{socket.gethostname()}", default_protocol="5"
             ),
-            log_level=env.log_level("EDGE_LOG_LEVEL"),
         )
 
 

@@ -37,14 +37,19 @@ class Credentials:
     @classmethod
     def from_env(cls, env: Environment) -> Credentials:
         """`BROUTE_ID`/`BROUTE_PASSWORD`, or the files named by `BROUTE_ID_FILE`/`..._FILE`."""
-        return cls(_secret(env, "BROUTE_ID"), _secret(env, "BROUTE_PASSWORD"))
+        return cls(
+            _secret("BROUTE_ID", env.optional("BROUTE_ID"), env.optional("BROUTE_ID_FILE")),
+            _secret(
+                "BROUTE_PASSWORD",
+                env.optional("BROUTE_PASSWORD"),
+                env.optional("BROUTE_PASSWORD_FILE"),
+            ),
+        )
 
 
-def _secret(env: Environment, name: str) -> str:
-    value = env.optional(name)
+def _secret(name: str, value: str | None, path: str | None) -> str:
     if value:
         return value.strip()
-    path = env.optional(f"{name}_FILE")
     if path:
         try:
             return Path(path).read_text().strip()
