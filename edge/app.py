@@ -80,7 +80,7 @@ class EdgeConfig:
             fields=parse_fields(env.text("EDGE_PROPERTIES", ",".join(FIELD_PROPERTIES))),
             source=source_setting(env),
             request_spacing_s=env.number(
-                "EDGE_REQUEST_SPACING_SECONDS", Settings.request_spacing_s
+                "EDGE_REQUEST_SPACING_SECONDS", Settings.request_spacing_s, zero=True
             ),
             recovery=RecoverySettings(
                 max_days=env.integer("EDGE_RECOVERY_DAYS", RecoverySettings.max_days, zero=True),

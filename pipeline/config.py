@@ -49,8 +49,8 @@ class _EnvOverride:
     """Mixin for a Luigi parameter whose config value an environment variable overrides.
 
     `env` names the variable, or several, the first one set winning (AWS_REGION before
-    AWS_DEFAULT_REGION). A value the parameter cannot parse, from the environment or luigi.cfg,
-    fails with one line naming where it came from and the value.
+    AWS_DEFAULT_REGION). A value the parameter cannot parse, from the environment, luigi.cfg or
+    a flag, is refused in one line naming where it came from and the value.
     """
 
     def __init__(self, *args: object, env: str | tuple[str, ...], **kwargs: object) -> None:
@@ -64,16 +64,21 @@ class _EnvOverride:
                 return self._parsed(variable, value)
         try:
             return super()._get_value_from_config(section, name)  # type: ignore[misc]
-        except ValueError as e:
-            refuse(f"luigi.cfg [{section}] {name}: {e}")
+        except ValueError:  # parse it again to say why, in the contract's words
+            raw = luigi.configuration.get_config().get(section, name)
+            self._parsed(f"luigi.cfg [{section}] {name}", raw)
+            raise
 
     def _get_value(self, task_name: str, param_name: str) -> object:
         try:
             return super()._get_value(task_name, param_name)  # type: ignore[misc]
         except ValueError:  # only a flag is left unchecked: parse it again to say why
+            parser = CmdlineParser.get_instance()
+            if parser is None:
+                raise
             flag = f"--{task_name}-{param_name}".replace("_", "-")
             dest = self._parser_global_dest(param_name, task_name)  # type: ignore[attr-defined]
-            self._parsed(flag, str(getattr(CmdlineParser.get_instance().known_args, dest)))
+            self._parsed(flag, str(getattr(parser.known_args, dest)))
             raise
 
     def _parsed(self, variable: str, value: str) -> object:
@@ -108,7 +113,7 @@ class EnvBoolParameter(_EnvOverride, luigi.BoolParameter):
 
 class EnvChoiceParameter(_EnvOverride, luigi.ChoiceParameter):
     def parse_variable(self, variable: str, value: str) -> str:
-        return parse_choice(variable, value, list(self._choices))
+        return parse_choice(variable, value, sorted(self._choices))  # Luigi keeps a set
 
 
 _PRIVATE = ParameterVisibility.PRIVATE

@@ -140,6 +140,13 @@ def test_the_table_names_the_luigi_cfg_key_of_every_pipeline_setting() -> None:
                 assert f"`[{section.__name__}] {name}`" in table[variable][1], variable
 
 
+def test_the_edge_env_example_sets_only_what_the_edge_reads() -> None:
+    example = (REPO / "deploy" / "edge" / "edge.env.example").read_text()
+    names = re.findall(r"^([A-Z][A-Z0-9_]+)=", example, re.MULTILINE)
+    table = settings_table()
+    assert names and all("edge" in table[name][3] for name in names), names
+
+
 def test_dbt_defaults_equal_the_pipeline_ones() -> None:
     """profiles.yml's defaults serve a hand-run dbt only; they must not disagree."""
     profile = (REPO / "dbt" / "profiles.yml").read_text()
@@ -212,7 +219,7 @@ def test_a_bad_value_stops_the_pipeline_in_one_line_before_any_task(
         cfg = tmp_path / "override.cfg"
         cfg.write_text("[influx]\nwindow_minutes = hourly\n")
         extra_env["LUIGI_CONFIG_PATH"] = str(cfg)
-        expected = "luigi.cfg [influx] window_minutes: invalid literal for int()"
+        expected = "luigi.cfg [influx] window_minutes must be an integer, got 'hourly'"
     else:
         flags = ["--influx-window-minutes", "hourly"]
         expected = "--influx-window-minutes must be an integer, got 'hourly'"
