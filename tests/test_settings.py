@@ -246,8 +246,7 @@ def test_the_time_zone_reaches_extraction_transform_and_dbt_from_every_layer(
     if layer == "luigi.cfg":
         cfg = tmp_path / "override.cfg"
         cfg.write_text("[calendar]\ntz = UTC\n")
-        extra_env["LUIGI_CONFIG_PATH"] = str(cfg)
-        pipeline_env.env.pop("TZ")
+        extra_env |= {"LUIGI_CONFIG_PATH": str(cfg), "TZ": ""}  # empty: unset
     elif layer == "environment":
         extra_env["TZ"] = "UTC"
     else:
