@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from contracts.settings import Environment, SettingError
+
 DEFAULT_TOPIC = "home/power"
+DEFAULT_SOURCE = "meter1"
 MEASUREMENT_FIELDS = ("instant_power_w", "energy_import_kwh", "energy_export_kwh")
 CUMULATIVE_FIELDS = ("energy_import_kwh", "energy_export_kwh")
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -38,11 +40,11 @@ class InvalidReading(ValueError):
     """A reading (or a payload) that breaks the contract; the message is the reason."""
 
 
-def default_source() -> str:
-    """`SOURCE_DEFAULT` from the environment (default meter1), checked against the pattern."""
-    source = os.environ.get("SOURCE_DEFAULT") or "meter1"
+def source_setting(env: Environment) -> str:
+    """`SOURCE_DEFAULT` (default meter1): the source of readings that name none."""
+    source = env.text("SOURCE_DEFAULT", DEFAULT_SOURCE)
     if not SOURCE_PATTERN.fullmatch(source):
-        raise InvalidReading(f"SOURCE_DEFAULT {source!r} does not match {SOURCE_PATTERN.pattern}")
+        raise SettingError(f"SOURCE_DEFAULT must match {SOURCE_PATTERN.pattern}, got {source!r}")
     return source
 
 
@@ -207,14 +209,14 @@ def parse_payload(
     topic: str | None = None,
     *,
     base_topic: str = DEFAULT_TOPIC,
-    fallback_source: str | None = None,
+    fallback_source: str = DEFAULT_SOURCE,
     now: datetime | None = None,
     max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> ParsedPayload:
     """The good readings of a payload (object or array) and the rejected parts with reasons.
 
     The source of a reading is its `source` field, else the topic suffix, else
-    `fallback_source` (default: `SOURCE_DEFAULT`). Never raises on bad input.
+    `fallback_source` (the reader's `SOURCE_DEFAULT`). Never raises on bad input.
     """
     raw = payload.encode() if isinstance(payload, str) else payload
     if len(raw) > max_bytes:
@@ -227,7 +229,7 @@ def parse_payload(
         topic_source = source_from_topic(topic, base_topic)
     except InvalidReading as exc:
         return _whole(str(exc))
-    source = topic_source or fallback_source or default_source()
+    source = topic_source or fallback_source
     now = now or datetime.now(UTC)
 
     if isinstance(document, list):

@@ -15,6 +15,7 @@ from conftest import REPO
 
 from contracts.influx import InfluxSettings, make_client
 from contracts.message import MEASUREMENT_FIELDS
+from contracts.settings import Environment
 from devstack.servers import InfluxServer
 
 GRAFANA = REPO / "deploy" / "grafana"
@@ -107,7 +108,7 @@ def expected_daily_kwh(rows: list[tuple[datetime, float, float]], since: datetim
 
 @pytest.fixture
 def filled_influx(influx: InfluxServer) -> InfluxServer:
-    client = make_client(InfluxSettings.from_env())
+    client = make_client(InfluxSettings.from_env(Environment()))
     points = [
         {
             "measurement": "power",
@@ -130,7 +131,7 @@ def run(
         "$timeFilter",
         f"time >= {int(start.timestamp() * 1000)}ms and time <= {int(end.timestamp() * 1000)}ms",
     ).replace("$__interval", interval)
-    result = make_client(InfluxSettings.from_env()).query(text)
+    result = make_client(InfluxSettings.from_env(Environment())).query(text)
     series: dict[str, list[tuple[datetime, float]]] = {}
     # ResultSet.keys() gives (measurement, tags) per series; iterating it gives points instead.
     for _measurement, tags in result.keys():  # noqa: SIM118

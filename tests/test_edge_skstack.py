@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from edge_harness import FAST, PASSWORD, ROUTE_B_ID, simulated
 
+from contracts.settings import Environment
 from edge import echonet as el
 from edge.credentials import Credentials, CredentialsError
 from edge.simulator import (
@@ -98,12 +99,14 @@ def test_credentials_from_env_or_files(tmp_path) -> None:
         "BROUTE_ID_FILE": str(tmp_path / "id"),
         "BROUTE_PASSWORD_FILE": str(tmp_path / "pw"),
     }
-    assert Credentials.from_env(from_files) == Credentials(ROUTE_B_ID, PASSWORD)
-    assert PASSWORD not in repr(Credentials.from_env(from_files))
+    assert Credentials.from_env(Environment(from_files)) == Credentials(ROUTE_B_ID, PASSWORD)
+    assert PASSWORD not in repr(Credentials.from_env(Environment(from_files)))
     with pytest.raises(CredentialsError, match="set BROUTE_PASSWORD or BROUTE_PASSWORD_FILE"):
-        Credentials.from_env({"BROUTE_ID": ROUTE_B_ID})
+        Credentials.from_env(Environment({"BROUTE_ID": ROUTE_B_ID}))
     with pytest.raises(CredentialsError, match="32 ASCII") as bad:
-        Credentials.from_env({"BROUTE_ID": "short-secret", "BROUTE_PASSWORD": PASSWORD})
+        Credentials.from_env(
+            Environment({"BROUTE_ID": "short-secret", "BROUTE_PASSWORD": PASSWORD})
+        )
     assert "short-secret" not in str(bad.value)
 
 

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, fetch
 
 from contracts.influx import InfluxSettings, make_client
+from contracts.settings import Environment
 from pipeline.days import DaySet
 from pipeline.outputs import InfluxWriteBackDay
 from pipeline.tasks import DbtBuild
@@ -27,7 +28,7 @@ DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "home-energy.json"
 
 def influx_points() -> dict[str, list[dict]]:
     """Every point of the three measurements, with its tags, in a stable order."""
-    client = make_client(InfluxSettings.from_env())
+    client = make_client(InfluxSettings.from_env(Environment()))
     points = {}
     for name in MEASUREMENTS:
         result = client.query(f'SELECT * FROM "{name}"', epoch="ms")
@@ -99,7 +100,11 @@ def test_a_rerun_leaves_exactly_the_same_points(marts) -> None:
     for day in reversed(marts.days):
         assert marts.build(InfluxWriteBackDay(date=day))
     assert influx_points() == before
-    series = make_client(InfluxSettings.from_env()).query("SHOW SERIES").raw["series"][0]["values"]
+    series = (
+        make_client(InfluxSettings.from_env(Environment()))
+        .query("SHOW SERIES")
+        .raw["series"][0]["values"]
+    )
     assert len([s for (s,) in series if s.startswith(MEASUREMENTS)]) == len(marts.sources) * 4
 
 
@@ -160,7 +165,7 @@ def grafana_query(query: str, start: datetime, end: datetime, now: datetime) -> 
         .replace("$__interval", "1h")
         .replace("now()", f"{now_ms}ms")
     )
-    result = make_client(InfluxSettings.from_env()).query(text, epoch="ms")
+    result = make_client(InfluxSettings.from_env(Environment())).query(text, epoch="ms")
     series: dict = {}
     for _measurement, tags in result.keys():  # noqa: SIM118
         for point in result.get_points(tags=tags):
