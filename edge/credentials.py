@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +35,13 @@ class Credentials:
             )
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Credentials:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
         """`BROUTE_ID`/`BROUTE_PASSWORD`, or the files named by `BROUTE_ID_FILE`/`..._FILE`."""
         env = os.environ if env is None else env
         return cls(_secret(env, "BROUTE_ID"), _secret(env, "BROUTE_PASSWORD"))
 
 
-def _secret(env: dict[str, str] | os._Environ[str], name: str) -> str:
+def _secret(env: Mapping[str, str], name: str) -> str:
     if env.get(name):
         return env[name].strip()
     path = env.get(f"{name}_FILE")

@@ -25,7 +25,7 @@ class _EnvOverride:
 
     def __init__(self, *args: object, env: str, **kwargs: object) -> None:
         self.env = env
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
 
     def _get_value_from_config(self, section: str, name: str) -> object:
         value = os.environ.get(self.env)

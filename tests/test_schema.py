@@ -28,4 +28,3 @@ def test_dbt_source_documents_the_raw_table_as_created() -> None:
         ).fetchall()
     assert created == documented_columns()
     assert [name for name, _ in created] == list(RAW_COLUMNS)
-
