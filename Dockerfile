@@ -14,9 +14,9 @@ RUN groupadd --gid "${APP_UID}" app \
         --shell /usr/sbin/nologin app
 
 WORKDIR /app
-# Dependencies come from setup.cfg; the source is copied first because setuptools needs the
+# Dependencies come from pyproject.toml; the source is copied first because setuptools needs the
 # packages to install them (.dockerignore keeps data, tests and virtualenvs out).
-COPY setup.cfg pyproject.toml README.md luigi.cfg ./
+COPY pyproject.toml README.md luigi.cfg ./
 COPY contracts ./contracts
 COPY pipeline ./pipeline
 COPY gateway ./gateway

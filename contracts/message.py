@@ -232,6 +232,7 @@ def parse_payload(
     source = topic_source or fallback_source
     now = now or datetime.now(UTC)
 
+    elements: list[tuple[int | None, object]]
     if isinstance(document, list):
         if not document:
             return _whole("empty array: no readings")

@@ -127,7 +127,7 @@ def make_client(
     if max_inflight_messages is not None:
         client.max_inflight_messages_set(max_inflight_messages)
     properties = None
-    clean_start: bool | int = mqtt.MQTT_CLEAN_START_FIRST_ONLY
+    clean_start: mqtt.CleanStartOption = mqtt.MQTT_CLEAN_START_FIRST_ONLY
     if v5:
         clean_start = not persistent_session
         if persistent_session:

@@ -174,6 +174,7 @@ def locked_by_another_process(live: Path) -> Iterator[None]:
     holder = subprocess.Popen(
         [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
+    assert holder.stdout is not None  # stdout=PIPE
     try:
         if holder.stdout.readline().strip() != "held":
             raise RuntimeError(f"could not lock {live} from another process")

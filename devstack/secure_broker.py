@@ -133,7 +133,12 @@ def _connect_cleanly(settings: MqttSettings, timeout: float) -> bool:
     """Connect with a clean session and disconnect; False if the broker did not accept us."""
     client = make_client(settings)
     connected = threading.Event()
-    client.on_connect = lambda _c, _u, _f, rc, _p: rc.is_failure or connected.set()
+
+    def on_connect(_c: object, _u: object, _f: object, reason_code, _p: object) -> None:
+        if not reason_code.is_failure:
+            connected.set()
+
+    client.on_connect = on_connect
     client.loop_start()
     try:
         return connected.wait(timeout)

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 APT_PACKAGES = ("influxdb", "mosquitto", "mosquitto-clients")
 
@@ -90,7 +91,7 @@ class LocalServer:
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
-    def start(self, timeout: float = 30.0) -> LocalServer:
+    def start(self, timeout: float = 30.0) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text())
         if port_open(self.port):
@@ -170,7 +171,7 @@ class LocalServer:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

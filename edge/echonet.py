@@ -124,7 +124,7 @@ def decode_frame(data: bytes) -> Frame:
     ehd, tid, seoj, deoj, esv, opc = _HEADER.unpack_from(data)
     if ehd != EHD:
         raise EchonetError(f"EHD 0x{ehd:04X} is not ECHONET Lite format 1 (0x1081)")
-    properties = []
+    properties: list[tuple[int, bytes]] = []
     pos = _HEADER.size
     for _ in range(opc):
         if pos + 2 > len(data):

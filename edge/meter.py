@@ -86,7 +86,19 @@ class Meter:
             value = self._decode(name, edt) if edt else None
             if value is not None:
                 measured[name] = value
-        return Reading(ts=ts, source=self.source, **measured) if measured else None
+        return self._reading(ts, measured)
+
+    def _reading(self, ts: datetime, measured: dict[str, float]) -> Reading | None:
+        """The measured fields as a reading (the others None); None when none was measured."""
+        if not measured:
+            return None
+        return Reading(
+            ts=ts,
+            source=self.source,
+            instant_power_w=measured.get("instant_power_w"),
+            energy_import_kwh=measured.get("energy_import_kwh"),
+            energy_export_kwh=measured.get("energy_export_kwh"),
+        )
 
     def _decode(self, name: str, edt: bytes) -> float | None:
         if name not in CUMULATIVE:
@@ -122,4 +134,4 @@ class Meter:
                 log.warning("%s register at %s precedes a rollover the edge has not seen", name, ts)
                 continue
             measured[name] = scale.kwh(counter)
-        return Reading(ts=ts, source=self.source, **measured) if measured else None
+        return self._reading(ts, measured)

@@ -148,7 +148,7 @@ class Recovery:
             return self._skip_to(today - timedelta(days=self.settings.max_days))
         offset = max(offset, 0)
         self._set(el.EPC_HISTORY_DAY, bytes((offset,)))
-        epcs = (el.EPC_HISTORY_NORMAL, el.EPC_CURRENT_DATE)
+        epcs: tuple[int, ...] = (el.EPC_HISTORY_NORMAL, el.EPC_CURRENT_DATE)
         if "energy_export_kwh" in self.meter.fields:
             epcs += (el.EPC_HISTORY_REVERSE,)
         values = self.driver.get(epcs).values()

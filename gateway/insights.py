@@ -47,9 +47,10 @@ def sources(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def latest_day(con: duckdb.DuckDBPyConnection, source: str) -> date | None:
-    return con.execute(
+    ((latest,),) = con.execute(
         "select max(date_jst) from fct_daily_cost where source = ?", [source]
-    ).fetchone()[0]
+    ).fetchall()
+    return latest
 
 
 def overview(con: duckdb.DuckDBPyConnection, source: str, day: date) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class LivePowerPublisher:
                 topic = ha.config_topic(source, ha.POWER.key, self.discovery_prefix)
                 self.client.publish(topic, config, qos=1, retain=True)
                 self._config_sent[source] = now
+            assert reading.instant_power_w is not None  # newest holds readings with a power
             state = ha.power_state(reading.instant_power_w, reading.ts)
             # QoS 0: a live value is worth nothing late.
             topic = ha.state_topic(source, ha.POWER.key)

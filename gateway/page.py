@@ -126,6 +126,7 @@ def _overview(
     if source not in known:
         raise HTTPException(404, f"no data for source {source!r}; known: {', '.join(known)}")
     newest = insights.latest_day(con, source)
+    assert newest is not None  # a known source has a daily cost
     day = day or newest
     yesterday = datetime.now(page.zone).date() - timedelta(days=1)
     result = insights.overview(con, source, day)

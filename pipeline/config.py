@@ -55,7 +55,7 @@ class _EnvOverride:
 
     def __init__(self, *args: object, env: str | tuple[str, ...], **kwargs: object) -> None:
         self.env = (env,) if isinstance(env, str) else env
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
 
     def _get_value_from_config(self, section: str, name: str) -> object:
         for variable in self.env:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -22,9 +24,13 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         raise PipelineError(f"DuckDB file {path} cannot be opened: {e}") from None
 
 
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> Any:
+    """The value of a query that returns one row of one column (an aggregate)."""
+    ((value,),) = con.execute(sql, list(params)).fetchall()
+    return value
+
+
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
-        con.execute(
-            "select count(*) from information_schema.tables where table_name = ?", [name]
-        ).fetchone()[0]
+        scalar(con, "select count(*) from information_schema.tables where table_name = ?", [name])
     )

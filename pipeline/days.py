@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
 
 import luigi
 from luigi import date_interval
@@ -84,7 +85,7 @@ class LocalDaysParameter(luigi.Parameter):
     publish; a batch carries exactly its days, never the gaps between them.
     """
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(batch_method=union, **kwargs)
 
     def parse(self, s: str) -> DaySet:

@@ -217,8 +217,9 @@ def _describe_failure(result: NodeResult, duckdb_path: Path) -> str:
     lines = [line.strip() for line in (result.message or "").splitlines() if line.strip()]
     message = " ".join(lines[:4]) or str(result.status)
     described = f"{node.resource_type} {node.name}: {message[:_MESSAGE_CHARS]}"
-    if str(result.status) == str(TestStatus.Fail) and getattr(node, "compiled_code", None):
-        described += f"; failing rows: {_failing_rows(duckdb_path, node.compiled_code)}"
+    compiled_code = getattr(node, "compiled_code", None)
+    if str(result.status) == str(TestStatus.Fail) and compiled_code:
+        described += f"; failing rows: {_failing_rows(duckdb_path, compiled_code)}"
     return described
 
 

@@ -192,6 +192,7 @@ def forecast_half_hours(
 
 def forecast_days(y: pd.Series, made_for: date, zone: ZoneInfo, horizon: int = 7) -> pd.DataFrame:
     """Daily totals of the next `horizon` local days, from the daily totals so far."""
+    assert isinstance(y.index, pd.DatetimeIndex)
     totals = y.groupby(y.index.tz_convert(zone).date).sum()
     frame = pd.DataFrame({"unique_id": "days", "ds": np.arange(len(totals)), "y": totals.values})
     engine = StatsForecast(

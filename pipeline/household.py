@@ -74,7 +74,7 @@ def household_power_w(
     local = instants_utc.tz_convert(tz)
     hour = np.asarray(local.hour + local.minute / 60 + local.second / 3600, dtype=float)
     days = np.asarray(local.normalize().tz_localize(None).date)
-    off = np.isin(days, list(days_off(days.min(), days.max())))
+    off = np.isin(days, np.array(list(days_off(days.min(), days.max()))))
     season = 2 * np.pi * np.asarray(local.dayofyear, dtype=float) / 365.25
     winter = np.clip(np.cos(season - 2 * np.pi * 20 / 365.25), 0, None)  # coldest ~20 Jan
     summer = np.clip(np.cos(season - 2 * np.pi * 215 / 365.25), 0, None) ** 2  # hottest ~3 Aug

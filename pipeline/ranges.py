@@ -20,7 +20,9 @@ from pipeline.days import local_today
 
 
 class RangeDaily(luigi.tools.range.RangeDaily):
-    start = luigi.DateParameter(
+    # Luigi's RangeDailyBase declares `start` with a default of None, so mypy's luigi plugin
+    # types it None there.
+    start = luigi.DateParameter(  # type: ignore[assignment]
         default=date(2000, 1, 1),
         description="first day, inclusive; by default the window is the last --days-back days",
     )

@@ -64,7 +64,7 @@ class ReportTarget(luigi.Target):
             return False
         with self.path.open(encoding="utf-8", errors="replace") as f:
             found = BUILT_FROM.search(f.read(2048))
-        return bool(found) and found.group(1) == self.built_from
+        return found is not None and found.group(1) == self.built_from
 
 
 class ReportDay(PipelineTask):

@@ -41,7 +41,7 @@ def runs_path() -> Path:
 
 
 def record(task: PipelineTask, status: str, error: str | None = None) -> None:
-    started = getattr(task, "_started_at", None)
+    started = task._started_at
     duration = time.monotonic() - started if started is not None else None
     rows = [
         (task.get_task_family(), day, status, task.rows_written, duration, error, os.getpid())

@@ -128,7 +128,7 @@ def household_lines(
         instants = pd.date_range(
             start + first * interval, periods=min(per_batch, count - first), freq=interval
         )
-        stamps = instants.as_unit("ms").asi8
+        stamps = instants.as_unit("ms").asi8  # type: ignore[attr-defined]  # missing in pandas-stubs
         columns = []
         for source in sources:
             power = np.round(household_power_w(source, instants, tz, seed), 1)

@@ -10,6 +10,7 @@ import logging
 from datetime import date
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import luigi
 
@@ -18,6 +19,8 @@ from pipeline.days import as_days
 from pipeline.errors import PipelineError
 from pipeline.partitions import Dataset, open_dataset
 from pipeline.publishing import Warehouse
+
+T = TypeVar("T", bound=luigi.Task)
 
 logger = logging.getLogger("luigi-interface")
 
@@ -48,22 +51,25 @@ def live_warehouse() -> Warehouse:
     return Warehouse(warehouse_file(), store.publish_mode, store.lock_timeout_s)
 
 
-def task_class(cls: type | partial) -> type:
+def task_class(cls: type[T] | partial[T]) -> type[T]:
     # RangeDaily hands bulk_complete a functools.partial of the class, not the class.
-    return cls.func if isinstance(cls, partial) else cls
+    return cast(type[T], cls.func) if isinstance(cls, partial) else cls
 
 
 class PipelineTask(luigi.Task):
     """Base of the pipeline's tasks: expected failures are reported in one line."""
 
-    rows_written: int | None = None  # for the run log, set by run()
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_settings()  # a bad setting stops the run here, before anything is scheduled
         super().__init__(*args, **kwargs)
+        # Set here, not annotated in the class body: Luigi's mypy plugin would take a class
+        # annotation for a parameter.
+        self.rows_written: int | None = None  # for the run log, set by run()
+        self._started_at: float | None = None  # set by the run log when the task starts
 
     def days(self) -> list[date]:
-        return as_days(self.date).dates()
+        # Every task declares its own `date` parameter; Luigi keeps each parameter's value here.
+        return as_days(self.param_kwargs["date"]).dates()
 
     def complete(self) -> bool:
         # Luigi looks no further than a complete task, so a day is complete only while what it

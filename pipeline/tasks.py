@@ -184,8 +184,9 @@ class DuckLoadDay(PipelineTask):
     date = LocalDaysParameter(description="local day YYYY-MM-DD (or a span); default yesterday")
     priority = 10
 
+    # Luigi declares max_batch_size a class attribute; its worker reads it from the instance.
     @property
-    def max_batch_size(self) -> int:  # read by Luigi's worker when it sets up batching
+    def max_batch_size(self) -> int:  # type: ignore[override]
         return storage().days_per_publish
 
     resources = {"duckdb": 1}  # noqa: RUF012  (Luigi reads it from the class)

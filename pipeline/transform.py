@@ -90,9 +90,9 @@ def write_canonical(
             con.execute(
                 sql, {"source_default": source_default, "tz": tz, "ingested_at": ingested_at}
             )
-        rows, sources = con.execute(
+        ((rows, sources),) = con.execute(
             "select count(*), count(distinct source) "
             "from read_parquet(?, hive_partitioning = false)",
             [str(target)],
-        ).fetchone()
+        ).fetchall()
     return CanonicalStats(rows=rows, sources=sources)

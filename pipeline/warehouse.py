@@ -10,6 +10,7 @@ from datetime import date, datetime
 
 import duckdb
 
+from pipeline.database import scalar
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
 from pipeline.markers import write_marker
@@ -37,9 +38,9 @@ def load_day(
             con.execute(
                 f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} from {rows}"
             )
-        rows = con.execute(
-            f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", list(window_utc)
-        ).fetchone()[0]
+        rows = scalar(
+            con, f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", window_utc
+        )
         write_marker(
             con, update_id, RAW_TABLE, partition_date=day, row_count=rows, fingerprint=fingerprint
         )
@@ -67,11 +68,12 @@ def verify(con: duckdb.DuckDBPyConnection) -> None:
     ]
     for table in tables:
         con.execute(f'select count(*), bit_xor(hash(columns(*))) from "{table}"').fetchall()
-    expected = con.execute(
+    expected = scalar(
+        con,
         f"select coalesce(sum(row_count), 0) from {MARKER_TABLE} where target_table = ?",
         [RAW_TABLE],
-    ).fetchone()[0]
-    actual = con.execute(f"select count(*) from {RAW_TABLE}").fetchone()[0]
+    )
+    actual = scalar(con, f"select count(*) from {RAW_TABLE}")
     if expected != actual:
         raise PipelineError(
             f"verification failed: {RAW_TABLE} has {actual} rows, its markers say {expected}; "

@@ -159,8 +159,10 @@ def runs_per_task(duckdb_file: Path) -> dict[str, int]:
 def check_warehouse(duckdb_file: Path, readings: int, days: int) -> None:
     """The backfill lost nothing: every reading loaded, one daily row per day."""
     with duckdb.connect(str(duckdb_file), read_only=True) as con:
-        raw = con.execute("select count(*) from raw_meter_readings").fetchone()[0]
-        daily = con.execute("select count(*) from fct_daily_energy").fetchone()[0]
+        ((raw, daily),) = con.execute(
+            "select (select count(*) from raw_meter_readings),"
+            " (select count(*) from fct_daily_energy)"
+        ).fetchall()
     if raw != readings or daily != days:
         raise RuntimeError(
             f"backfill incomplete: {raw:,} of {readings:,} readings in raw_meter_readings, "

@@ -124,7 +124,8 @@ class Install:
 
     def count(self, table: str) -> int:
         with duckdb.connect(str(self.duckdb_file), read_only=True) as con:
-            return con.execute(f"select count(*) from {table}").fetchone()[0]
+            ((rows,),) = con.execute(f"select count(*) from {table}").fetchall()
+            return rows
 
 
 def load_year(install: Install, first: date, stop: date) -> Run:

@@ -170,12 +170,17 @@ def out_of_sample(curves: pd.DataFrame, origins: list[date]) -> tuple[Scores, Sc
     """Half hours: the chosen models and seasonal naive (a week before) over the day after
     each origin. Days: AutoETS and the same weekday a week before, over the next day."""
     zone, settings = ZoneInfo(TZ), forecast()
-    half_hours, days, picks = Scores(), Scores(), {}
+    half_hours, days = Scores(), Scores()
+    picks: dict[str | None, int] = {}
     for source, rows in curves.groupby("source"):
         series = rows.set_index("bucket_start_utc")["energy_kwh"]
         totals = rows.groupby("date_jst")["energy_kwh"].sum()
         for origin in origins:
-            result = forecast_source(source, rows[rows.date_jst <= origin], origin, zone, settings)
+            result = forecast_source(
+                str(source), rows[rows.date_jst <= origin], origin, zone, settings
+            )
+            if result.half_hours is None or result.days is None:
+                raise RuntimeError(f"{source}: no forecast made for {origin}: {result.skipped}")
             targets = result.half_hours["target_start_utc"]
             half_hours.add(
                 result.half_hours,

@@ -378,14 +378,14 @@ def test_dockerfile_pins_its_base_and_runs_as_a_user() -> None:
     assert users and users[-1] not in ("root", "0")
 
 
-def test_dockerfile_copies_what_exists_and_installs_from_setup_cfg() -> None:
+def test_dockerfile_copies_what_exists_and_installs_from_pyproject() -> None:
     sources = [
         part
         for line in re.findall(r"^COPY (.+)$", DOCKERFILE, re.M)
         for part in shlex.split(line)[:-1]
         if not part.startswith("--")
     ]
-    assert "setup.cfg" in sources
+    assert "pyproject.toml" in sources
     for source in sources:
         assert (REPO / source).exists(), source
     assert re.search(r"pip install \.", DOCKERFILE)

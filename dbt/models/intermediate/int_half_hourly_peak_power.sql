@@ -13,7 +13,10 @@
 
 with readings as (
 
-    select source, ts_utc, instant_power_w
+    select
+        source,
+        ts_utc,
+        instant_power_w
     from {{ ref('stg_meter_readings') }}
     where instant_power_w is not null
     {%- if rebuild %}

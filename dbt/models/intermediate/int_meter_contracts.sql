@@ -4,7 +4,10 @@
 -- period).
 with energy_days as (
 
-    select source, min(date_jst) as first_date, max(date_jst) as last_date
+    select
+        source,
+        min(date_jst) as first_date,
+        max(date_jst) as last_date
     from {{ ref('fct_daily_energy') }}
     group by source
 
@@ -61,7 +64,8 @@ periods as (
         cast(
             date_trunc('month', date_jst) + to_days(coalesce(meter_reading_day, 1) - 1)
             - case when day(date_jst) < coalesce(meter_reading_day, 1) then interval 1 month
-                else interval 0 month end
+                else interval 0 month
+            end
             as date
         ) as period_start
     from matched_contracts

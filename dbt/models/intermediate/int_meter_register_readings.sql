@@ -10,7 +10,12 @@ with readings as (
 
 import_readings as (
 
-    select source, 'import' as register, ts_utc, energy_import_kwh as kwh, instant_power_w
+    select
+        source,
+        'import' as register,
+        ts_utc,
+        energy_import_kwh as kwh,
+        instant_power_w
     from readings
     where energy_import_kwh is not null
 
@@ -20,7 +25,10 @@ export_readings as (
 
     -- The power read is what the house draws, not what it exports: no estimate for export.
     select
-        source, 'export' as register, ts_utc, energy_export_kwh as kwh,
+        source,
+        'export' as register,
+        ts_utc,
+        energy_export_kwh as kwh,
         null::double as instant_power_w
     from readings
     where energy_export_kwh is not null

@@ -70,7 +70,7 @@ period_basic_charges as (
         contract_days.source,
         contract_days.period_start,
         sum(daily_basic_charges.monthly_basic_charge_yen)
-            / any_value(contract_days.period_end - contract_days.period_start)
+        / any_value(contract_days.period_end - contract_days.period_start)
             as basic_charge_yen
     from contract_days
     left join daily_basic_charges
@@ -82,7 +82,11 @@ period_basic_charges as (
 
 last_days as (
 
-    select source, max(date_jst) as last_date from daily_costs group by source
+    select
+        source,
+        max(date_jst) as last_date
+    from daily_costs
+    group by source
 
 ),
 
@@ -119,6 +123,9 @@ period_costs as (
 
 periods as (
 
+    -- last_contract is a struct: sqlfluff takes its fields for tables (RF01) and the struct
+    -- for an unqualified column (RF02).
+    -- noqa: disable=RF01,RF02
     select
         period_costs.* exclude (last_contract),
         period_costs.last_contract.plan_id,
@@ -140,6 +147,7 @@ periods as (
         and period_basic_charges.period_start = period_costs.period_start
     inner join last_days on last_days.source = period_costs.source
     left join plans on plans.plan_id = period_costs.last_contract.plan_id
+    -- noqa: enable=RF01,RF02
 
 ),
 
@@ -162,8 +170,10 @@ final as (
         round(fuel_adjustment_yen, 6) as fuel_adjustment_yen,
         round(renewable_surcharge_yen, 6) as renewable_surcharge_yen,
         round(export_credit_yen, 6) as export_credit_yen,
-        {{ bill_round('basic_charge_yen + energy_charge_yen + fuel_adjustment_yen', 'bill_rounding') }}
-            + {{ bill_round('renewable_surcharge_yen', 'bill_rounding') }} as total_yen,
+        {{ bill_round(
+            'basic_charge_yen + energy_charge_yen + fuel_adjustment_yen', 'bill_rounding'
+        ) }}
+        + {{ bill_round('renewable_surcharge_yen', 'bill_rounding') }} as total_yen,
         -- The basic charge of the days so far and the energy-related charges so far.
         round(
             basic_charge_yen * (last_date_with_data - period_start + 1) / days_in_period
@@ -174,7 +184,7 @@ final as (
             'basic_charge_yen + (energy_charge_yen + fuel_adjustment_yen) * projection_factor',
             'bill_rounding'
         ) }}
-            + {{ bill_round('renewable_surcharge_yen * projection_factor', 'bill_rounding') }}
+        + {{ bill_round('renewable_surcharge_yen * projection_factor', 'bill_rounding') }}
             as projected_total_yen,
         last_date_with_data
     from periods

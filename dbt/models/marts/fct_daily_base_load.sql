@@ -6,7 +6,10 @@
 with night_half_hours as (
 
     -- Half hours starting 01:00 to 04:30 local time: 8 a night.
-    select source, date_jst, energy_kwh * 2000 as average_w
+    select
+        source,
+        date_jst,
+        energy_kwh * 2000 as average_w
     from {{ ref('fct_half_hourly_energy') }}
     where energy_kwh is not null and hour(bucket_start_jst) between 1 and 4
 

@@ -53,8 +53,8 @@ readings_by_day as (
         max(ts_utc) as last_reading_at,
         max(instant_power_w) as peak_w,
         -- The earliest reading at the peak, so that every build picks the same one.
-        first(ts_utc order by instant_power_w desc, ts_utc)
-            filter (where instant_power_w is not null) as peak_at
+        first(ts_utc order by instant_power_w desc, ts_utc asc)
+        filter (where instant_power_w is not null) as peak_at
     from readings
     group by source, date_jst
 

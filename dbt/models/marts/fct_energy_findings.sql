@@ -51,7 +51,10 @@ base_load_rises as (
 -- A day against the same weekday of the previous 8 weeks, only days read well enough.
 well_covered_days as (
 
-    select source, date_jst, daily_energy_kwh
+    select
+        source,
+        date_jst,
+        daily_energy_kwh
     from daily_energy
     where daily_energy_kwh is not null and coverage_ratio >= {{ min_coverage }}
 
@@ -99,8 +102,8 @@ unusual_days as (
         ) as reason
     from weekday_history
     where abs(
-        0.6745 * (daily_energy_kwh - usual_kwh) / greatest(mad_kwh, 0.05 * usual_kwh, 0.1)
-    ) > {{ unusual_score }}
+            0.6745 * (daily_energy_kwh - usual_kwh) / greatest(mad_kwh, 0.05 * usual_kwh, 0.1)
+        ) > {{ unusual_score }}
 
 ),
 

@@ -115,7 +115,9 @@ tier_shares as (
         on rates.plan_id = cumulative.plan_id
         and {{ valid_on('rates', 'cumulative.date_jst') }}
         and rates.day_type in ('all', cumulative.day_type)
-        and {{ window_contains('rates.start_minute', 'rates.end_minute', 'cumulative.start_minute') }}
+        and {{ window_contains(
+            'rates.start_minute', 'rates.end_minute', 'cumulative.start_minute'
+        ) }}
         and rates.tier_from_kwh <= cumulative.kwh_after
         and (rates.tier_to_kwh is null or rates.tier_to_kwh > cumulative.kwh_before)
 
@@ -149,14 +151,17 @@ priced as (
         energy_charges.energy_rate_yen_per_kwh,
         energy_charges.energy_charge_yen,
         -- Without an energy rate there is no price at all: every yen column stays NULL.
-        case when energy_charges.energy_charge_yen is not null then
-            cumulative.energy_kwh * coalesce(fuel.yen_per_kwh, 0)
+        case
+            when energy_charges.energy_charge_yen is not null
+                then cumulative.energy_kwh * coalesce(fuel.yen_per_kwh, 0)
         end as fuel_adjustment_yen,
-        case when energy_charges.energy_charge_yen is not null then
-            cumulative.energy_kwh * coalesce(renewable.yen_per_kwh, 0)
+        case
+            when energy_charges.energy_charge_yen is not null
+                then cumulative.energy_kwh * coalesce(renewable.yen_per_kwh, 0)
         end as renewable_surcharge_yen,
-        case when energy_charges.energy_charge_yen is not null then
-            cumulative.export_kwh * coalesce(export.yen_per_kwh, 0)
+        case
+            when energy_charges.energy_charge_yen is not null
+                then cumulative.export_kwh * coalesce(export.yen_per_kwh, 0)
         end as export_credit_yen
     from cumulative
     left join energy_charges
@@ -193,7 +198,7 @@ final as (
         round(renewable_surcharge_yen, 6) as renewable_surcharge_yen,
         round(export_credit_yen, 6) as export_credit_yen,
         round(energy_charge_yen, 6) + round(fuel_adjustment_yen, 6)
-            + round(renewable_surcharge_yen, 6) as cost_yen,
+        + round(renewable_surcharge_yen, 6) as cost_yen,
         period_start,
         day_type,
         kwh_after as period_kwh_so_far,

@@ -13,7 +13,12 @@
 
 with register_readings as (
 
-    select source, register, ts_utc, kwh, instant_power_w
+    select
+        source,
+        register,
+        ts_utc,
+        kwh,
+        instant_power_w
     from {{ ref('int_meter_register_readings') }}
 
 ),
@@ -63,7 +68,7 @@ intervals as (
         kwh as ended_kwh,
         -- What the power read at both ends says was drawn (NULL where power was not read).
         (lag(instant_power_w) over consecutive + instant_power_w) / 2000.0
-            * (epoch_ms(ts_utc) - epoch_ms(lag(ts_utc) over consecutive)) / 3600000.0
+        * (epoch_ms(ts_utc) - epoch_ms(lag(ts_utc) over consecutive)) / 3600000.0
             as power_estimate_kwh
     from selected_readings
     window consecutive as (partition by source, register order by ts_utc)
@@ -101,14 +106,18 @@ interval_energy as (
             -- Across a discontinuity the counter cannot say what was drawn. After a reset its
             -- new value (counted since restarting from zero) is a floor; over a short interval
             -- the power read at both ends estimates the rest. Never negative or implausible.
-            else greatest(
-                case when counted_kwh < 0 and ended_kwh <= plausible_kwh then ended_kwh else 0 end,
-                case
-                    when ended_ms - started_ms <= {{ max_gap_ms }}
-                        then least(greatest(coalesce(power_estimate_kwh, 0), 0), plausible_kwh)
-                    else 0
-                end
-            )
+            else
+                greatest(
+                    case
+                        when counted_kwh < 0 and ended_kwh <= plausible_kwh then ended_kwh
+                        else 0
+                    end,
+                    case
+                        when ended_ms - started_ms <= {{ max_gap_ms }}
+                            then least(greatest(coalesce(power_estimate_kwh, 0), 0), plausible_kwh)
+                        else 0
+                    end
+                )
         end as energy_kwh,
         ended_ms - started_ms <= {{ max_gap_ms }} as is_covered
     from classified_intervals
