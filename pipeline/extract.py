@@ -1,14 +1,17 @@
 """Readings out of InfluxDB as Arrow, one time window at a time.
 
 Windows are fetched as CSV (`Accept: application/csv`) and parsed by pyarrow's CSV reader, so no
-reading passes through a Python loop, and memory is bounded by the window, not the day. The CSV
-format reports errors as an empty answer, so a JSON preflight (`SHOW FIELD KEYS`) first proves the
-server, the credentials and the database.
+reading passes through a Python loop, and memory is bounded by the window, not the day. A window
+is sized by the readings the source counts for the day, so a day of one meter is one query and a
+day of a hundred meters a few dozen. The CSV format reports errors as an empty answer, so a JSON
+preflight (`SHOW FIELD KEYS`), once per source, first proves the server, the credentials and the
+database.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -41,8 +44,12 @@ def _ns(instant: datetime) -> int:
 
 
 def time_windows(
-    start: datetime, end: datetime, step: timedelta
+    start: datetime, end: datetime, expected_rows: int, window_rows: int
 ) -> Iterator[tuple[datetime, datetime]]:
+    """[start, end) cut into equal windows expected to hold at most `window_rows` readings each
+    (whole milliseconds, the source's precision)."""
+    pieces = max(1, math.ceil(expected_rows / window_rows))
+    step = timedelta(milliseconds=math.ceil((end - start) / timedelta(milliseconds=1) / pieces))
     while start < end:
         yield start, min(start + step, end)
         start += step
@@ -57,10 +64,11 @@ class ExtractStats:
 class InfluxSource:
     """The measurement of the contract in one InfluxDB, read as Arrow tables."""
 
-    def __init__(self, settings: InfluxSettings, window: timedelta = timedelta(hours=1)) -> None:
+    def __init__(self, settings: InfluxSettings, window_rows: int = 200_000) -> None:
         self.settings = settings
-        self.window = window
+        self.window_rows = window_rows
         self.client = make_client(settings)
+        self._fields: set[str] | None = None  # what preflight found, asked once per source
 
     def _describe(self) -> str:
         return f"InfluxDB at {self.settings.url} (database {self.settings.database!r})"
@@ -98,6 +106,11 @@ class InfluxSource:
         A database or measurement that does not exist is a configuration error (a mistyped
         INFLUX_BUCKET or INFLUX_MEASUREMENT), never a day without readings.
         """
+        if self._fields is None:
+            self._fields = self._field_keys()
+        return self._fields
+
+    def _field_keys(self) -> set[str]:
         measurements = {p["name"] for p in self._points("SHOW MEASUREMENTS")}
         if self.settings.measurement not in measurements:
             raise PipelineError(
@@ -153,13 +166,22 @@ class InfluxSource:
         return counts
 
     def extract(
-        self, start: datetime, end: datetime, path: Path, compression: str, progress: Progress
+        self,
+        start: datetime,
+        end: datetime,
+        path: Path,
+        *,
+        expected_rows: int,
+        compression: str,
+        progress: Progress,
     ) -> ExtractStats:
-        """Write every reading in [start, end) to one Parquet file, window by window."""
+        """Write every reading in [start, end) to one Parquet file, window by window; the
+        windows are sized for `expected_rows` (the source's count for the span)."""
         self.preflight()
         stats = ExtractStats()
+        windows = time_windows(start, end, expected_rows, self.window_rows)
         with pq.ParquetWriter(path, LANDING_SCHEMA, compression=compression) as writer:
-            for w_start, w_end in time_windows(start, end, self.window):
+            for w_start, w_end in windows:
                 table = self.window_table(w_start, w_end)
                 writer.write_table(table)
                 stats.rows += table.num_rows
