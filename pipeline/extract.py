@@ -3,9 +3,9 @@
 Windows are fetched as CSV (`Accept: application/csv`) and parsed by pyarrow's CSV reader, so no
 reading passes through a Python loop, and memory is bounded by the window, not the day. A window
 is sized by the readings the source counts for the day, so a day of one meter is one query and a
-day of a hundred meters a few dozen. The CSV format reports errors as an empty answer, so a JSON
-preflight (`SHOW FIELD KEYS`), once per source, first proves the server, the credentials and the
-database.
+day of a hundred meters a few dozen. The CSV format reports errors as an empty answer, so when a
+day comes back empty a JSON preflight (`SHOW FIELD KEYS`) proves the server, the credentials and
+the database: a mistyped name is an error, not an empty day.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class InfluxSource:
         self.settings = settings
         self.window_rows = window_rows
         self.client = make_client(settings)
-        self._fields: set[str] | None = None  # what preflight found, asked once per source
+        self._counts: dict[date, dict[str, int]] = {}  # per local day, to size windows
 
     def _describe(self) -> str:
         return f"InfluxDB at {self.settings.url} (database {self.settings.database!r})"
@@ -109,11 +109,6 @@ class InfluxSource:
         A database or measurement that does not exist is a configuration error (a mistyped
         INFLUX_BUCKET or INFLUX_MEASUREMENT), never a day without readings.
         """
-        if self._fields is None:
-            self._fields = self._field_keys()
-        return self._fields
-
-    def _field_keys(self) -> set[str]:
         measurements = {p["name"] for p in self._points("SHOW MEASUREMENTS")}
         if self.settings.measurement not in measurements:
             raise PipelineError(
@@ -170,6 +165,18 @@ class InfluxSource:
             }
         return counts
 
+    def expected_rows(self, day: date, zone: ZoneInfo, ahead: int = 30) -> int:
+        """Readings the source holds for a local day (the most of any field), to size windows.
+
+        Counted for the day and the `ahead` days after it in one query, kept for the next days
+        of a backfill: a count that went stale only makes a window larger or smaller.
+        """
+        if day not in self._counts:
+            last = day + timedelta(days=ahead)
+            self._counts.update({day + timedelta(days=n): {} for n in range(ahead + 1)})
+            self._counts.update(self.daily_field_counts(day, last, zone))
+        return max(self._counts[day].values(), default=0)
+
     def extract(
         self,
         start: datetime,
@@ -182,7 +189,6 @@ class InfluxSource:
     ) -> ExtractStats:
         """Write every reading in [start, end) to one Parquet file, window by window; the
         windows are sized for `expected_rows` (the source's count for the span)."""
-        self.preflight()
         stats = ExtractStats()
         windows = time_windows(start, end, expected_rows, self.window_rows)
         with pq.ParquetWriter(path, LANDING_SCHEMA, compression=compression) as writer:
@@ -193,7 +199,21 @@ class InfluxSource:
                 for name in MEASUREMENT_FIELDS:
                     stats.field_counts[name] += table.num_rows - table[name].null_count
                 progress(w_end, stats.rows)
+        if stats.rows == 0:
+            self.preflight()  # an empty answer is also how the CSV format reports an error
         return stats
+
+
+_shared: dict[tuple[InfluxSettings, int], InfluxSource] = {}
+
+
+def shared_source(settings: InfluxSettings, window_rows: int) -> InfluxSource:
+    """One source per settings in a process: its connection and its day counts serve every day
+    of a backfill."""
+    key = (settings, window_rows)
+    if key not in _shared:
+        _shared[key] = InfluxSource(settings, window_rows)
+    return _shared[key]
 
 
 def _broke_off(server: str, e: Exception) -> PipelineError:
