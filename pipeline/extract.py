@@ -11,6 +11,7 @@ the database: a mistyped name is an error, not an empty day.
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,9 +23,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import requests
-from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
-from contracts.influx import SOURCE_TAG, InfluxSettings, make_client, quote_ident
+from contracts.influx import SOURCE_TAG, InfluxSettings, query_session, quote_ident
 from contracts.message import MEASUREMENT_FIELDS
 from pipeline.days import day_window_utc
 from pipeline.errors import PipelineError
@@ -70,16 +70,23 @@ class InfluxSource:
     def __init__(self, settings: InfluxSettings, window_rows: int = 200_000) -> None:
         self.settings = settings
         self.window_rows = window_rows
-        self.client = make_client(settings)
+        self.session, self.query_url = query_session(settings)
         self._counts: dict[date, dict[str, int]] = {}  # per local day, to size windows
 
     def _describe(self) -> str:
         return f"InfluxDB at {self.settings.url} (database {self.settings.database!r})"
 
-    def _call(self, what: Callable[[], object]) -> object:
-        """Run one request, turning transport and server failures into one-line errors."""
+    def _query(self, q: str, accept: str = "application/json") -> requests.Response:
+        """One query, its transport and server failures turned into one-line errors."""
+        params = {"q": q, "db": self.settings.database, "epoch": "ms"}
         try:
-            return what()
+            response = self.session.post(
+                self.query_url,
+                params=params,
+                headers={"Accept": accept},
+                timeout=self.settings.timeout_s,
+            )
+            content = response.content  # read here: a connection broken mid-answer raises now
         except requests.exceptions.ConnectionError as e:
             if "Connection refused" in str(e) or "NewConnectionError" in str(e):
                 raise PipelineError(
@@ -93,15 +100,18 @@ class InfluxSource:
         except requests.exceptions.RequestException as e:
             # e.g. ChunkedEncodingError: the server died or the connection broke mid-answer.
             raise _broke_off(self._describe(), e) from None
-        except InfluxDBClientError as e:
-            if e.code in (401, 403):
-                raise PipelineError(
-                    f"{self._describe()} refused the credentials (HTTP {e.code}): "
-                    "check INFLUX_USERNAME/INFLUX_PASSWORD or INFLUX_TOKEN"
-                ) from None
-            raise PipelineError(f"{self._describe()} rejected a query: {e.content}") from None
-        except InfluxDBServerError as e:
-            raise PipelineError(f"{self._describe()} failed: {e}") from None
+        if response.status_code in (401, 403):
+            raise PipelineError(
+                f"{self._describe()} refused the credentials (HTTP {response.status_code}): "
+                "check INFLUX_USERNAME/INFLUX_PASSWORD or INFLUX_TOKEN"
+            )
+        if response.status_code >= 500:
+            raise PipelineError(
+                f"{self._describe()} failed: {response.status_code}: {_error_of(content)}"
+            )
+        if response.status_code != 200:
+            raise PipelineError(f"{self._describe()} rejected a query: {_error_of(content)}")
+        return response
 
     def preflight(self) -> set[str]:
         """Field keys of the measurement; raises a PipelineError if the server can't be used.
@@ -123,8 +133,15 @@ class InfluxSource:
         return {p["fieldKey"] for p in self._points(q)}
 
     def _points(self, q: str) -> list[dict]:
-        result = self._call(lambda: self.client.query(q, database=self.settings.database))
-        return list(result.get_points())  # type: ignore[attr-defined]
+        """The rows of a query's answer (JSON) as dicts, every series in turn."""
+        [result] = self._query(q).json()["results"]
+        if "error" in result:
+            raise PipelineError(f"{self._describe()} rejected a query: {result['error']}")
+        return [
+            dict(zip(series["columns"], values, strict=True))
+            for series in result.get("series", [])
+            for values in series["values"]
+        ]
 
     def window_table(self, start: datetime, end: datetime) -> pa.Table:
         """Readings with start <= time < end, in the landing schema."""
@@ -133,15 +150,7 @@ class InfluxSource:
             f"SELECT {columns} FROM {quote_ident(self.settings.measurement)} "
             f"WHERE time >= {_ns(start)} AND time < {_ns(end)}"
         )
-        response = self._call(
-            lambda: self.client.request(
-                "query",
-                method="POST",
-                params={"q": q, "db": self.settings.database, "epoch": "ms"},
-                headers={"Accept": "application/csv"},
-            )
-        )
-        return parse_csv(response.content)  # type: ignore[attr-defined]
+        return parse_csv(self._query(q, accept="application/csv").content)
 
     def daily_field_counts(
         self, first: date, last: date, zone: ZoneInfo
@@ -154,11 +163,8 @@ class InfluxSource:
             f"WHERE time >= {_ns(start)} AND time < {_ns(end)} "
             f"GROUP BY time(1d) tz('{zone.key}')"
         )
-        result = self._call(
-            lambda: self.client.query(q, database=self.settings.database, epoch="ms")
-        )
         counts = {}
-        for point in result.get_points():  # type: ignore[attr-defined]
+        for point in self._points(q):
             day = datetime.fromtimestamp(point["time"] / 1000, tz=UTC).astimezone(zone).date()
             counts[day] = {
                 name: int(point.get(f"count_{name}") or 0) for name in MEASUREMENT_FIELDS
@@ -174,7 +180,11 @@ class InfluxSource:
         if day not in self._counts:
             last = day + timedelta(days=ahead)
             self._counts.update({day + timedelta(days=n): {} for n in range(ahead + 1)})
-            self._counts.update(self.daily_field_counts(day, last, zone))
+            try:
+                self._counts.update(self.daily_field_counts(day, last, zone))
+            except PipelineError:
+                self.preflight()  # a mistyped database or measurement, said as such
+                raise
         return max(self._counts[day].values(), default=0)
 
     def extract(
@@ -214,6 +224,14 @@ def shared_source(settings: InfluxSettings, window_rows: int) -> InfluxSource:
     if key not in _shared:
         _shared[key] = InfluxSource(settings, window_rows)
     return _shared[key]
+
+
+def _error_of(content: bytes) -> str:
+    """The server's error message: the `error` of a JSON answer, else the answer itself."""
+    try:
+        return str(json.loads(content)["error"])
+    except (ValueError, KeyError, TypeError):
+        return content.decode(errors="replace").strip()[:200]
 
 
 def _broke_off(server: str, e: Exception) -> PipelineError:
