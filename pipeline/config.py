@@ -162,7 +162,7 @@ class storage(luigi.Config):
         env="DUCKDB_DAYS_PER_PUBLISH",
         default=31,
         description="most days one DuckLoadDay batch loads before publishing; publishing copies "
-        "the database, so a backfill publishes days/this many times",
+        "the database, so a backfill publishes days/this many times; ParquetDay batches as many",
     )
     lock_timeout_s = EnvFloatParameter(
         env="DUCKDB_LOCK_TIMEOUT_S",
