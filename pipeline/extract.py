@@ -171,20 +171,22 @@ class InfluxSource:
             }
         return counts
 
-    def expected_rows(self, day: date, zone: ZoneInfo, ahead: int = 30) -> int:
+    def expected_rows(self, day: date, zone: ZoneInfo, around: int = 30) -> int:
         """Readings the source holds for a local day (the most of any field), to size windows.
 
-        Counted for the day and the `ahead` days after it in one query, kept for the next days
-        of a backfill: a count that went stale only makes a window larger or smaller.
+        Counted for the `around` days either side of it too, in one query, and kept for the
+        other days of a backfill (Luigi runs them newest first or oldest first): a count that
+        went stale only makes a window larger or smaller.
         """
         if day not in self._counts:
-            last = day + timedelta(days=ahead)
-            self._counts.update({day + timedelta(days=n): {} for n in range(ahead + 1)})
+            first, last = day - timedelta(days=around), day + timedelta(days=around)
             try:
-                self._counts.update(self.daily_field_counts(day, last, zone))
+                counts = self.daily_field_counts(first, last, zone)
             except PipelineError:
                 self.preflight()  # a mistyped database or measurement, said as such
                 raise
+            self._counts.update({first + timedelta(days=n): {} for n in range(2 * around + 1)})
+            self._counts.update(counts)
         return max(self._counts[day].values(), default=0)
 
     def extract(

@@ -5,9 +5,10 @@ publishes nothing, and the log must not wait for, or be swapped away by, a publi
 short and retried while another worker holds the file.
 
 Opening the file and committing costs tens of milliseconds (two fsyncs), as much as a small
-day's work: successes are written at most once a second and when the process exits, so a
-backfill of many days writes the log a few times, not once per task. Failures, and tasks run
-in a worker's child process (which exits without running `atexit`), are written at once.
+day's work: successes are written at most every FLUSH_EVERY_S seconds and when the process
+exits, so a backfill of many days writes the log a few times, not once per task. Failures,
+and tasks run in a worker's child process (which exits without running `atexit`), are written
+at once.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ create table if not exists pipeline_runs (
 """
 
 
-FLUSH_EVERY_S = 1.0
+FLUSH_EVERY_S = 5.0
 # Rows not yet written, per run-log file; when they were last written.
 _pending: dict[Path, list[tuple]] = {}
-_last_flush = 0.0
+_last_flush = time.monotonic()  # a short run writes its log once, when it exits
 
 
 def runs_path() -> Path:
