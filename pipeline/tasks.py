@@ -12,7 +12,6 @@ import logging
 from collections.abc import Iterable
 from contextlib import ExitStack
 from datetime import UTC, date, datetime
-from functools import cached_property
 
 from pipeline.config import calendar, influx, storage
 from pipeline.database import connect
@@ -32,7 +31,7 @@ from pipeline.markers import (
     neighbourhood_fingerprint,
     read_markers,
 )
-from pipeline.partitions import Dataset, PartitionTarget, list_partitions
+from pipeline.partitions import PartitionTarget, list_partitions
 from pipeline.task_base import (
     LANDING_DATASET,
     RAW_DATASET,
@@ -61,12 +60,6 @@ class ExtractDay(PipelineTask):
         return [SourceCoversArchive(date=self.date)] if self.output().archived() else []
 
     def output(self) -> PartitionTarget:
-        return self._archive
-
-    @cached_property
-    def _archive(self) -> PartitionTarget:
-        # Luigi and the downstream tasks ask for it many times a day; reading the settings
-        # behind it costs milliseconds each time.
         return PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
 
     def run(self) -> None:
@@ -147,16 +140,11 @@ class ParquetDay(PipelineTask):
         return [ExtractDay(date=day) for day in self.days()]
 
     def output(self) -> list[PartitionTarget]:
+        raw = dataset_dir(RAW_DATASET)
         return [
-            PartitionTarget(
-                self._raw, extract.date, built_from=extract.output().fingerprint() or "-"
-            )
+            PartitionTarget(raw, extract.date, built_from=extract.output().fingerprint() or "-")
             for extract in self.requires()
         ]
-
-    @cached_property
-    def _raw(self) -> Dataset:
-        return dataset_dir(RAW_DATASET)
 
     def run(self) -> None:
         cal, store = calendar(), storage()
