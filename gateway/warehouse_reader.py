@@ -22,7 +22,6 @@ half-copied file) is "updating". Neither is an error of the server.
 from __future__ import annotations
 
 import fcntl
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,14 +80,6 @@ class WarehouseReader:
         self._opened: FileIdentity | None = None
         self._users = 0
         self._remembered: dict[str, Any] = {}
-
-    @classmethod
-    def from_env(cls) -> WarehouseReader:
-        """The file and mode the pipeline publishes (DUCKDB_PATH, DUCKDB_PUBLISH_MODE)."""
-        return cls(
-            Path(os.environ.get("DUCKDB_PATH") or "data/duckdb/home_energy.duckdb"),
-            os.environ.get("DUCKDB_PUBLISH_MODE") or "swap",
-        )
 
     @property
     def lock_path(self) -> Path:
