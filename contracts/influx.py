@@ -7,9 +7,13 @@ compatibility API (a token, sent as `Authorization: Token ...`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, urlsplit
 
-from influxdb import InfluxDBClient
+import requests
+
+if TYPE_CHECKING:
+    from influxdb import InfluxDBClient
 
 from contracts.settings import Environment
 
@@ -55,11 +59,18 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def make_client(settings: InfluxSettings) -> InfluxDBClient:
-    """A client with TLS verification on and a timeout, whatever the library's defaults."""
+def _checked_url(settings: InfluxSettings) -> SplitResult:
     parts = urlsplit(settings.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"INFLUX_URL must be http(s)://host[:port], got {settings.url!r}")
+    return parts
+
+
+def make_client(settings: InfluxSettings) -> InfluxDBClient:
+    """A client with TLS verification on and a timeout, whatever the library's defaults."""
+    from influxdb import InfluxDBClient  # imports pandas (a second): only where a client is made
+
+    parts = _checked_url(settings)
     headers = {"Authorization": f"Token {settings.token}"} if settings.token else None
     return InfluxDBClient(
         host=parts.hostname,
@@ -74,3 +85,18 @@ def make_client(settings: InfluxSettings) -> InfluxDBClient:
         database=settings.database,
         headers=headers,
     )
+
+
+def query_session(settings: InfluxSettings) -> tuple[requests.Session, str]:
+    """A session for the v1 `/query` endpoint and its URL, set up as `make_client` sets up its
+    client (TLS verification, the token or the username and password), for readers that take
+    the server's answer as it is (CSV) and need not import the client library."""
+    parts = _checked_url(settings)
+    port = parts.port or (443 if parts.scheme == "https" else 8086)
+    session = requests.Session()
+    session.verify = settings.verify_ssl
+    if settings.token:
+        session.headers["Authorization"] = f"Token {settings.token}"
+    elif settings.username and settings.password:
+        session.auth = (settings.username, settings.password)
+    return session, f"{parts.scheme}://{parts.hostname}:{port}{parts.path.rstrip('/')}/query"

@@ -160,10 +160,11 @@ class influx(luigi.Config):
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
         description="verify the server certificate for https URLs",
     )
-    window_minutes = EnvIntParameter(
-        env="INFLUX_WINDOW_MINUTES",
-        default=60,
-        description="a day is queried in slices this long, which bounds memory",
+    window_rows = EnvIntParameter(
+        env="INFLUX_WINDOW_ROWS",
+        default=200_000,
+        description="a day is queried in windows expected to hold at most this many readings "
+        "(from the source's count of the day), which bounds memory",
     )
 
     def settings(self) -> InfluxSettings:
@@ -232,7 +233,7 @@ class storage(luigi.Config):
         env="DUCKDB_DAYS_PER_PUBLISH",
         default=31,
         description="most days one DuckLoadDay batch loads before publishing; publishing copies "
-        "the database, so a backfill publishes days/this many times",
+        "the database, so a backfill publishes days/this many times; ParquetDay batches as many",
     )
     lock_timeout_s = EnvFloatParameter(
         env="DUCKDB_LOCK_TIMEOUT_S",

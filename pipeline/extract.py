@@ -1,14 +1,18 @@
 """Readings out of InfluxDB as Arrow, one time window at a time.
 
 Windows are fetched as CSV (`Accept: application/csv`) and parsed by pyarrow's CSV reader, so no
-reading passes through a Python loop, and memory is bounded by the window, not the day. The CSV
-format reports errors as an empty answer, so a JSON preflight (`SHOW FIELD KEYS`) first proves the
-server, the credentials and the database.
+reading passes through a Python loop, and memory is bounded by the window, not the day. A window
+is sized by the readings the source counts for the day, so a day of one meter is one query and a
+day of a hundred meters a few dozen. The CSV format reports errors as an empty answer, so when a
+day comes back empty a JSON preflight (`SHOW FIELD KEYS`) proves the server, the credentials and
+the database: a mistyped name is an error, not an empty day.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -19,9 +23,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import requests
-from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
-from contracts.influx import SOURCE_TAG, InfluxSettings, make_client, quote_ident
+from contracts.influx import SOURCE_TAG, InfluxSettings, query_session, quote_ident
 from contracts.message import MEASUREMENT_FIELDS
 from pipeline.days import day_window_utc
 from pipeline.errors import PipelineError
@@ -42,8 +45,12 @@ def _ns(instant: datetime) -> int:
 
 
 def time_windows(
-    start: datetime, end: datetime, step: timedelta
+    start: datetime, end: datetime, expected_rows: int, window_rows: int
 ) -> Iterator[tuple[datetime, datetime]]:
+    """[start, end) cut into equal windows expected to hold at most `window_rows` readings each
+    (whole milliseconds, the source's precision)."""
+    pieces = max(1, math.ceil(expected_rows / window_rows))
+    step = timedelta(milliseconds=math.ceil((end - start) / timedelta(milliseconds=1) / pieces))
     while start < end:
         yield start, min(start + step, end)
         start += step
@@ -60,18 +67,26 @@ class ExtractStats:
 class InfluxSource:
     """The measurement of the contract in one InfluxDB, read as Arrow tables."""
 
-    def __init__(self, settings: InfluxSettings, window: timedelta = timedelta(hours=1)) -> None:
+    def __init__(self, settings: InfluxSettings, window_rows: int = 200_000) -> None:
         self.settings = settings
-        self.window = window
-        self.client = make_client(settings)
+        self.window_rows = window_rows
+        self.session, self.query_url = query_session(settings)
+        self._counts: dict[date, dict[str, int]] = {}  # per local day, to size windows
 
     def _describe(self) -> str:
         return f"InfluxDB at {self.settings.url} (database {self.settings.database!r})"
 
-    def _call(self, what: Callable[[], object]) -> object:
-        """Run one request, turning transport and server failures into one-line errors."""
+    def _query(self, q: str, accept: str = "application/json") -> requests.Response:
+        """One query, its transport and server failures turned into one-line errors."""
+        params = {"q": q, "db": self.settings.database, "epoch": "ms"}
         try:
-            return what()
+            response = self.session.post(
+                self.query_url,
+                params=params,
+                headers={"Accept": accept},
+                timeout=self.settings.timeout_s,
+            )
+            content = response.content  # read here: a connection broken mid-answer raises now
         except requests.exceptions.ConnectionError as e:
             if "Connection refused" in str(e) or "NewConnectionError" in str(e):
                 raise PipelineError(
@@ -85,15 +100,18 @@ class InfluxSource:
         except requests.exceptions.RequestException as e:
             # e.g. ChunkedEncodingError: the server died or the connection broke mid-answer.
             raise _broke_off(self._describe(), e) from None
-        except InfluxDBClientError as e:
-            if e.code in (401, 403):
-                raise PipelineError(
-                    f"{self._describe()} refused the credentials (HTTP {e.code}): "
-                    "check INFLUX_USERNAME/INFLUX_PASSWORD or INFLUX_TOKEN"
-                ) from None
-            raise PipelineError(f"{self._describe()} rejected a query: {e.content}") from None
-        except InfluxDBServerError as e:
-            raise PipelineError(f"{self._describe()} failed: {e}") from None
+        if response.status_code in (401, 403):
+            raise PipelineError(
+                f"{self._describe()} refused the credentials (HTTP {response.status_code}): "
+                "check INFLUX_USERNAME/INFLUX_PASSWORD or INFLUX_TOKEN"
+            )
+        if response.status_code >= 500:
+            raise PipelineError(
+                f"{self._describe()} failed: {response.status_code}: {_error_of(content)}"
+            )
+        if response.status_code != 200:
+            raise PipelineError(f"{self._describe()} rejected a query: {_error_of(content)}")
+        return response
 
     def preflight(self) -> set[str]:
         """Field keys of the measurement; raises a PipelineError if the server can't be used.
@@ -115,8 +133,15 @@ class InfluxSource:
         return {p["fieldKey"] for p in self._points(q)}
 
     def _points(self, q: str) -> list[dict]:
-        result = self._call(lambda: self.client.query(q, database=self.settings.database))
-        return list(result.get_points())  # type: ignore[attr-defined]
+        """The rows of a query's answer (JSON) as dicts, every series in turn."""
+        [result] = self._query(q).json()["results"]
+        if "error" in result:
+            raise PipelineError(f"{self._describe()} rejected a query: {result['error']}")
+        return [
+            dict(zip(series["columns"], values, strict=True))
+            for series in result.get("series", [])
+            for values in series["values"]
+        ]
 
     def window_table(self, start: datetime, end: datetime) -> pa.Table:
         """Readings with start <= time < end, in the landing schema."""
@@ -125,15 +150,7 @@ class InfluxSource:
             f"SELECT {columns} FROM {quote_ident(self.settings.measurement)} "
             f"WHERE time >= {_ns(start)} AND time < {_ns(end)}"
         )
-        response = self._call(
-            lambda: self.client.request(
-                "query",
-                method="POST",
-                params={"q": q, "db": self.settings.database, "epoch": "ms"},
-                headers={"Accept": "application/csv"},
-            )
-        )
-        return parse_csv(response.content)  # type: ignore[attr-defined]
+        return parse_csv(self._query(q, accept="application/csv").content)
 
     def daily_field_counts(
         self, first: date, last: date, zone: ZoneInfo
@@ -146,32 +163,77 @@ class InfluxSource:
             f"WHERE time >= {_ns(start)} AND time < {_ns(end)} "
             f"GROUP BY time(1d) tz('{zone.key}')"
         )
-        result = self._call(
-            lambda: self.client.query(q, database=self.settings.database, epoch="ms")
-        )
         counts = {}
-        for point in result.get_points():  # type: ignore[attr-defined]
+        for point in self._points(q):
             day = datetime.fromtimestamp(point["time"] / 1000, tz=UTC).astimezone(zone).date()
             counts[day] = {
                 name: int(point.get(f"count_{name}") or 0) for name in MEASUREMENT_FIELDS
             }
         return counts
 
+    def expected_rows(self, day: date, zone: ZoneInfo, around: int = 30) -> int:
+        """Readings the source holds for a local day (the most of any field), to size windows.
+
+        Counted for the `around` days either side of it too, in one query, and kept for the
+        other days of a backfill (Luigi runs them newest first or oldest first): a count that
+        went stale only makes a window larger or smaller.
+        """
+        if day not in self._counts:
+            first, last = day - timedelta(days=around), day + timedelta(days=around)
+            try:
+                counts = self.daily_field_counts(first, last, zone)
+            except PipelineError:
+                self.preflight()  # a mistyped database or measurement, said as such
+                raise
+            self._counts.update({first + timedelta(days=n): {} for n in range(2 * around + 1)})
+            self._counts.update(counts)
+        return max(self._counts[day].values(), default=0)
+
     def extract(
-        self, start: datetime, end: datetime, path: Path, compression: str, progress: Progress
+        self,
+        start: datetime,
+        end: datetime,
+        path: Path,
+        *,
+        expected_rows: int,
+        compression: str,
+        progress: Progress,
     ) -> ExtractStats:
-        """Write every reading in [start, end) to one Parquet file, window by window."""
-        self.preflight()
+        """Write every reading in [start, end) to one Parquet file, window by window; the
+        windows are sized for `expected_rows` (the source's count for the span)."""
         stats = ExtractStats()
+        windows = time_windows(start, end, expected_rows, self.window_rows)
         with pq.ParquetWriter(path, LANDING_SCHEMA, compression=compression) as writer:
-            for w_start, w_end in time_windows(start, end, self.window):
+            for w_start, w_end in windows:
                 table = self.window_table(w_start, w_end)
                 writer.write_table(table)
                 stats.rows += table.num_rows
                 for name in MEASUREMENT_FIELDS:
                     stats.field_counts[name] += table.num_rows - table[name].null_count
                 progress(w_end, stats.rows)
+        if stats.rows == 0:
+            self.preflight()  # an empty answer is also how the CSV format reports an error
         return stats
+
+
+_shared: dict[tuple[InfluxSettings, int], InfluxSource] = {}
+
+
+def shared_source(settings: InfluxSettings, window_rows: int) -> InfluxSource:
+    """One source per settings in a process: its connection and its day counts serve every day
+    of a backfill."""
+    key = (settings, window_rows)
+    if key not in _shared:
+        _shared[key] = InfluxSource(settings, window_rows)
+    return _shared[key]
+
+
+def _error_of(content: bytes) -> str:
+    """The server's error message: the `error` of a JSON answer, else the answer itself."""
+    try:
+        return str(json.loads(content)["error"])
+    except (ValueError, KeyError, TypeError):
+        return content.decode(errors="replace").strip()[:200]
 
 
 def _broke_off(server: str, e: Exception) -> PipelineError:

@@ -19,9 +19,9 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from pipeline.config import calendar, forecast
 from pipeline.database import connect, has_table
@@ -32,6 +32,9 @@ from pipeline.markers import MarkerTarget, marker_ids, markers_in, read_markers,
 from pipeline.schema import MARKER_TABLE
 from pipeline.task_base import PipelineTask, live_warehouse, task_class, warehouse_file
 from pipeline.tasks import DbtBuild
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: a second of every run's start, for no other task
 
 logger = logging.getLogger("luigi-interface")
 
@@ -211,6 +214,8 @@ def stale_recent_days(con: duckdb.DuckDBPyConnection, built: dict[str, str | Non
 
 def read_history(con: duckdb.DuckDBPyConnection, day: date) -> pd.DataFrame:
     """The half hours a forecast made for `day` may use, UTC instants and local dates."""
+    import pandas as pd
+
     first = day - timedelta(days=forecast().history_days - 1)
     history = con.execute(HISTORY_SQL, [first, day]).df()
     history["bucket_start_utc"] = pd.to_datetime(history["bucket_start_utc"], utc=True)
@@ -249,6 +254,8 @@ def replace_day(con, day: date, results: list, update_id: str, fingerprint: str)
 
 
 def forecast_rows(results: list, day: date, made_at: datetime) -> pd.DataFrame:
+    import pandas as pd
+
     zone = calendar().zone
     frames = [
         frame.assign(source=r.source, granularity=granularity)
@@ -267,6 +274,8 @@ def forecast_rows(results: list, day: date, made_at: datetime) -> pd.DataFrame:
 
 
 def accuracy_rows(results: list, day: date) -> pd.DataFrame:
+    import pandas as pd
+
     frames = [
         r.accuracy.assign(source=r.source, made_for=day, window_days=r.backtest_days)
         for r in results

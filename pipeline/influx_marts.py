@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from datetime import date, tzinfo
 
 import duckdb
-from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 from requests import RequestException
 
 from contracts.influx import InfluxSettings, make_client
@@ -144,6 +143,8 @@ def write_points(settings: InfluxSettings, points: list[dict]) -> bool:
     InfluxDB drops a batch's points beyond its retention policy, every later batch is older
     still and would be dropped too, so the write can stop there.
     """
+    from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError  # with the client
+
     client = make_client(settings)
     newest_first = sorted(points, key=lambda p: p["time"], reverse=True)
     try:

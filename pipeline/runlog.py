@@ -3,14 +3,22 @@
 It lives in its own DuckDB file beside the warehouse (`home_energy.runs.duckdb`): a failed run
 publishes nothing, and the log must not wait for, or be swapped away by, a publish. Writes are
 short and retried while another worker holds the file.
+
+Opening the file and committing costs tens of milliseconds (two fsyncs), as much as a small
+day's work: successes are written at most every FLUSH_EVERY_S seconds and when the process
+exits, so a backfill of many days writes the log a few times, not once per task. Failures,
+and tasks run in a worker's child process (which exits without running `atexit`), are written
+at once.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing
 import os
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -36,18 +44,49 @@ create table if not exists pipeline_runs (
 """
 
 
+FLUSH_EVERY_S = 5.0
+# Rows not yet written, per run-log file; when they were last written.
+_pending: dict[Path, list[tuple]] = {}
+_last_flush = time.monotonic()  # a short run writes its log once, when it exits
+
+
 def runs_path() -> Path:
     return sibling(storage().duckdb_file, "runs")
 
 
 def record(task: PipelineTask, status: str, error: str | None = None) -> None:
+    global _last_flush
     started = task._started_at
     duration = time.monotonic() - started if started is not None else None
-    rows = [
-        (task.get_task_family(), day, status, task.rows_written, duration, error, os.getpid())
-        for day in task.days()
-    ]
-    path = runs_path()
+    finished = datetime.now(UTC)
+    _pending.setdefault(runs_path(), []).extend(
+        (
+            task.get_task_family(),
+            d,
+            status,
+            task.rows_written,
+            duration,
+            error,
+            finished,
+            os.getpid(),
+        )
+        for d in task.days()
+    )
+    in_child = multiprocessing.parent_process() is not None
+    if status != "SUCCESS" or in_child or time.monotonic() - _last_flush >= FLUSH_EVERY_S:
+        flush()
+        _last_flush = time.monotonic()
+
+
+@atexit.register
+def flush() -> None:
+    """Write every pending row."""
+    while _pending:
+        path, rows = _pending.popitem()
+        _write(path, rows)
+
+
+def _write(path: Path, rows: list[tuple]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + 15
     while True:
@@ -55,8 +94,9 @@ def record(task: PipelineTask, status: str, error: str | None = None) -> None:
             with duckdb.connect(str(path)) as con:
                 con.execute(RUNS_SQL)
                 con.executemany(
-                    "insert into pipeline_runs (task, date, status, rows, duration_s, error, pid)"
-                    " values (?, ?, ?, ?, ?, ?, ?)",
+                    "insert into pipeline_runs "
+                    "(task, date, status, rows, duration_s, error, finished_at, pid)"
+                    " values (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             return

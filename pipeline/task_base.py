@@ -7,6 +7,7 @@ one DuckDB file on the one machine that holds it.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,9 @@ from pipeline.publishing import Warehouse
 T = TypeVar("T", bound=luigi.Task)
 
 logger = logging.getLogger("luigi-interface")
+
+# Progress reports are two calls to luigid each: a task tells it at most this often, and at its end.
+REPORT_EVERY_S = 1.0
 
 LANDING_DATASET = "landing/power"
 RAW_DATASET = "raw_meter_readings"
@@ -66,6 +70,7 @@ class PipelineTask(luigi.Task):
         # annotation for a parameter.
         self.rows_written: int | None = None  # for the run log, set by run()
         self._started_at: float | None = None  # set by the run log when the task starts
+        self._reported_at: float | None = None  # when report() last told luigid
 
     def days(self) -> list[date]:
         # Every task declares its own `date` parameter; Luigi keeps each parameter's value here.
@@ -83,13 +88,37 @@ class PipelineTask(luigi.Task):
         return super().on_failure(exception)
 
     def report(self, done: float, message: str) -> None:
-        """Progress for luigid's visualiser (the bar and the status line)."""
+        """Progress for luigid's visualiser (the bar and the status line): at most once every
+        REPORT_EVERY_S seconds of a run, and always when `done` reaches 1."""
+        now = time.monotonic()
+        if self._reported_at is None:  # the first call starts the clock: short runs stay quiet
+            self._reported_at = now
+        if done < 1.0 and now - self._reported_at < REPORT_EVERY_S:
+            return
+        self._reported_at = now
         self.set_progress_percentage(round(100 * min(max(done, 0.0), 1.0), 1))
         self.set_status_message(message)
 
 
+_recovered: set[str] = set()  # the datasets this process has tidied
+
+
 @PipelineTask.event_handler(luigi.Event.DEPENDENCY_PRESENT)
 def _recover_crashed_writers(task: PipelineTask) -> None:
-    # A rerun that finds its days complete runs nothing: tidy after crashed writers here.
+    # A rerun that finds its days complete runs nothing: tidy after crashed writers here. Luigi
+    # fires this for every complete dependency (a year's range: hundreds of times), and a
+    # writer tidies its own day before it writes: once per dataset and process is enough.
     for name in (LANDING_DATASET, RAW_DATASET):
-        dataset_dir(name).recover_all()
+        dataset = dataset_dir(name)
+        if dataset.describe() not in _recovered:
+            _recovered.add(dataset.describe())
+            dataset.recover_all()
+
+
+class DaysPerPublishTask(PipelineTask):
+    """A task whose days Luigi batches, up to `[storage] days_per_publish` per run."""
+
+    # Luigi declares max_batch_size a class attribute; its worker reads it from the instance.
+    @property
+    def max_batch_size(self) -> int:  # type: ignore[override]
+        return storage().days_per_publish

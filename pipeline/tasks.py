@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from contextlib import ExitStack
+from datetime import UTC, date, datetime
 
 from pipeline.config import calendar, influx, storage
 from pipeline.database import connect
 from pipeline.days import LocalDateParameter, LocalDaysParameter, day_window_utc, first_day
 from pipeline.errors import PipelineError
-from pipeline.extract import InfluxSource
+from pipeline.extract import shared_source
 from pipeline.late_data import (
     SourceCoversArchive,
     archive_kept_message,
@@ -34,13 +35,14 @@ from pipeline.partitions import PartitionTarget, list_partitions
 from pipeline.task_base import (
     LANDING_DATASET,
     RAW_DATASET,
+    DaysPerPublishTask,
     PipelineTask,
     dataset_dir,
     live_warehouse,
     task_class,
     warehouse_file,
 )
-from pipeline.transform import write_canonical
+from pipeline.transform import canonical_connection, write_canonical
 from pipeline.warehouse import load_day
 
 logger = logging.getLogger("luigi-interface")
@@ -52,26 +54,25 @@ class ExtractDay(PipelineTask):
     date = LocalDateParameter(description="local day YYYY-MM-DD; default yesterday")
     priority = 30
 
-    def requires(self) -> SourceCoversArchive:
-        return SourceCoversArchive(date=self.date)
+    def requires(self) -> list[SourceCoversArchive]:
+        # Only an archived day has something to guard (run() checks again before it replaces
+        # one); for a day never extracted, as in a backfill, it would be one more task for
+        # luigid to track per day, for nothing.
+        return [SourceCoversArchive(date=self.date)] if self.output().archived() else []
 
     def output(self) -> PartitionTarget:
         return PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
 
     def run(self) -> None:
         settings = influx()
-        source = InfluxSource(settings.settings(), timedelta(minutes=settings.window_minutes))
-        start, end = day_window_utc(self.date, calendar().zone)
+        source = shared_source(settings.settings(), settings.window_rows)
+        zone = calendar().zone
+        start, end = day_window_utc(self.date, zone)
         span = (end - start).total_seconds()
 
-        reported = [-1]
-
         def progress(upto: datetime, rows: int) -> None:
-            # Each report is two calls to luigid: tell it at each quarter of the day only.
-            done = (upto - start).total_seconds() / span
-            if int(done * 4) > reported[0]:
-                reported[0] = int(done * 4)
-                self.report(done, f"{rows:,} readings extracted")
+            if upto < end:  # a day's end needs no report: the task is done a moment later
+                self.report((upto - start).total_seconds() / span, f"{rows:,} readings extracted")
 
         with self.output().writing() as staged:
             extracted_at = datetime.now(UTC)
@@ -79,6 +80,7 @@ class ExtractDay(PipelineTask):
                 start,
                 end,
                 staged.folder / "part-0.parquet",
+                expected_rows=source.expected_rows(self.date, zone),
                 compression=_arrow_codec(storage().parquet_compression),
                 progress=progress,
             )
@@ -119,40 +121,58 @@ def _arrow_codec(codec: str) -> str:
     return "none" if codec == "uncompressed" else codec
 
 
-class ParquetDay(PipelineTask):
-    """The canonical `raw_meter_readings` partition of one day, rebuilt when the landing changes."""
+class ParquetDay(DaysPerPublishTask):
+    """The canonical `raw_meter_readings` partition of a day (or of each day of a batch), rebuilt
+    when the landing changes.
 
-    date = LocalDateParameter(description="local day YYYY-MM-DD; default yesterday")
+    Luigi batches the days of a backfill (at most `[storage] days_per_publish`): one task run and
+    one DuckDB connection build them all, each day still its own partition. A day that fails
+    fails its batch; the days built before it stay built.
+    """
+
+    date = LocalDaysParameter(description="local day YYYY-MM-DD (or a span); default yesterday")
     priority = 20
 
-    def requires(self) -> ExtractDay:
-        return ExtractDay(date=self.date)
+    def requires(self) -> list[ExtractDay]:
+        return [ExtractDay(date=day) for day in self.days()]
 
-    def output(self) -> PartitionTarget:
-        landing = self.requires().output().fingerprint()
-        return PartitionTarget(dataset_dir(RAW_DATASET), self.date, built_from=landing or "-")
+    def output(self) -> list[PartitionTarget]:
+        raw = dataset_dir(RAW_DATASET)
+        return [
+            PartitionTarget(raw, extract.date, built_from=extract.output().fingerprint() or "-")
+            for extract in self.requires()
+        ]
 
     def run(self) -> None:
-        landing = self.input()
-        manifest = landing.manifest()
         cal, store = calendar(), storage()
-        with self.output().writing() as staged:
-            stats = write_canonical(
-                landing,
-                staged.folder / "part-0.parquet",
-                tz=cal.tz,
-                source_default=cal.source_default,
-                ingested_at=datetime.fromisoformat(manifest["extracted_at"]),
-                compression=store.parquet_compression,
-                row_group_size=store.parquet_row_group_size,
-                memory_limit=store.duckdb_memory_limit,
-                spill_dir=staged.folder.with_name(staged.folder.name + ".spill"),
-            )
-            staged.manifest.update(
-                rows=stats.rows, sources=stats.sources, built_from=landing.fingerprint()
-            )
-        self.rows_written = stats.rows
-        self.report(1.0, f"{stats.rows:,} readings from {stats.sources} source(s)")
+        total = 0
+        with ExitStack() as stack:
+            con = None
+            days = list(zip(self.input(), self.output(), strict=True))
+            for n, (landing, target) in enumerate(days):
+                with target.writing() as staged:
+                    if con is None:  # DuckDB spills beside the first day's staging folder
+                        spill = staged.folder.with_name(staged.folder.name + ".spill")
+                        con = stack.enter_context(
+                            canonical_connection(store.duckdb_memory_limit, spill)
+                        )
+                    stats = write_canonical(
+                        con,
+                        landing,
+                        staged.folder / "part-0.parquet",
+                        tz=cal.tz,
+                        source_default=cal.source_default,
+                        ingested_at=datetime.fromisoformat(landing.manifest()["extracted_at"]),
+                        compression=store.parquet_compression,
+                        row_group_size=store.parquet_row_group_size,
+                    )
+                    staged.manifest.update(
+                        rows=stats.rows, sources=stats.sources, built_from=landing.fingerprint()
+                    )
+                total += stats.rows
+                self.report((n + 1) / len(days), f"{total:,} readings, day {target.day}")
+        self.rows_written = total
+        self.report(1.0, f"{total:,} readings in {len(days)} day(s)")
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
@@ -174,7 +194,7 @@ def current_manifests(name: str, days: list[date]) -> dict[date, dict]:
     return dataset.manifests(day for day in days if day in listed)
 
 
-class DuckLoadDay(PipelineTask):
+class DuckLoadDay(DaysPerPublishTask):
     """A day (or a batch of days) of readings loaded into DuckDB with its marker row.
 
     Batched runs load many days and publish the database once; `[storage] days_per_publish`
@@ -184,30 +204,25 @@ class DuckLoadDay(PipelineTask):
     date = LocalDaysParameter(description="local day YYYY-MM-DD (or a span); default yesterday")
     priority = 10
 
-    # Luigi declares max_batch_size a class attribute; its worker reads it from the instance.
-    @property
-    def max_batch_size(self) -> int:  # type: ignore[override]
-        return storage().days_per_publish
-
     resources = {"duckdb": 1}  # noqa: RUF012  (Luigi reads it from the class)
 
     def requires(self) -> list[ParquetDay]:
         return [ParquetDay(date=day) for day in self.days()]
 
+    def partitions(self) -> list[PartitionTarget]:
+        return [part for task in self.requires() for part in task.output()]
+
     def output(self) -> list[MarkerTarget]:
         live = warehouse_file()
         ids = marker_ids(self.get_task_family(), self.days())
-        return [
-            MarkerTarget(live, ids[part.day], part.fingerprint())
-            for part in (p.output() for p in self.requires())
-        ]
+        return [MarkerTarget(live, ids[p.day], p.fingerprint()) for p in self.partitions()]
 
     def run(self) -> None:
         zone = calendar().zone
         ids = marker_ids(self.get_task_family(), self.days())
         total = 0
         with live_warehouse().writing() as con:
-            for n, part in enumerate(t.output() for t in self.requires()):
+            for n, part in enumerate(self.partitions()):
                 total += load_day(
                     con,
                     partition=part,

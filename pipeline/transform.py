@@ -9,6 +9,8 @@ one row per (source, ts_utc), sorted. DuckDB spills to disk past its memory limi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +67,21 @@ class CanonicalStats:
     sources: int
 
 
+@contextmanager
+def canonical_connection(memory_limit: str, spill_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB for `write_canonical`, spilling to `spill_dir` past `memory_limit`.
+
+    One connection serves every day of a batch: opening one costs as much as a small day.
+    """
+    with duckdb.connect() as con:
+        con.execute(f"set memory_limit = '{memory_limit}'")
+        con.execute(f"set temp_directory = '{spill_dir}'")
+        con.execute("set threads = 2")
+        yield con
+
+
 def write_canonical(
+    con: duckdb.DuckDBPyConnection,
     landing: PartitionTarget,
     target: Path,
     *,
@@ -74,25 +90,19 @@ def write_canonical(
     ingested_at: datetime,
     compression: str,
     row_group_size: int,
-    memory_limit: str,
-    spill_dir: Path,
 ) -> CanonicalStats:
-    with duckdb.connect() as con:
-        con.execute(f"set memory_limit = '{memory_limit}'")
-        con.execute(f"set temp_directory = '{spill_dir}'")
-        con.execute("set threads = 2")
-        sql = CANONICAL_SQL.format(
-            target=str(target).replace("'", "''"),
-            compression=compression,
-            row_group_size=int(row_group_size),
-        )
-        with landing.rows(con, "landing_rows"):
-            con.execute(
-                sql, {"source_default": source_default, "tz": tz, "ingested_at": ingested_at}
-            )
-        ((rows, sources),) = con.execute(
-            "select count(*), count(distinct source) "
-            "from read_parquet(?, hive_partitioning = false)",
-            [str(target)],
+    sql = CANONICAL_SQL.format(
+        target=str(target).replace("'", "''"),
+        compression=compression,
+        row_group_size=int(row_group_size),
+    )
+    with landing.rows(con, "landing_rows"):
+        # Every result fetched to its end: the connection serves the batch's next day.
+        con.execute(
+            sql, {"source_default": source_default, "tz": tz, "ingested_at": ingested_at}
         ).fetchall()
+    [(rows, sources)] = con.execute(
+        "select count(*), count(distinct source) from read_parquet(?, hive_partitioning = false)",
+        [str(target)],
+    ).fetchall()
     return CanonicalStats(rows=rows, sources=sources)

@@ -40,6 +40,55 @@ PIPELINE_VARIABLES = ("INFLUX_", "DUCKDB_", "PARQUET_", "LUIGI_", "TZ", "SOURCE_
 
 Row = tuple[str, str, str]  # a summary line: measure, figure, note
 
+# The floor of a backfill (issue 13): the least work that archives and loads local days with the
+# same libraries and no Luigi. Per local day, InfluxDB CSV in windows of `step` (a whole day:
+# one query) -> Arrow -> one Parquet file in the day's `dt=` folder; then one DuckDB statement
+# loads every day. argv: influx url, database, measurement, time zone, first day, days, step
+# seconds, parquet folder, duckdb file.
+FLOOR_SCRIPT = """
+import io, sys
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+import duckdb, pyarrow as pa, pyarrow.csv as pacsv, pyarrow.parquet as pq, requests
+
+url, db, measurement, tz, first, days, step, folder, duck = sys.argv[1:]
+zone, step = ZoneInfo(tz), int(step) * 10**9
+fields = ["instant_power_w", "energy_import_kwh", "energy_export_kwh"]
+types = {"time": pa.int64(), "source": pa.string(), **dict.fromkeys(fields, pa.float64())}
+schema = pa.schema([("time", pa.timestamp("ms", tz="UTC")), ("source", pa.string()),
+                    *((f, pa.float64()) for f in fields)])
+session = requests.Session()
+
+def ns(day):
+    return int(datetime.combine(day, time(), tzinfo=zone).timestamp()) * 10**9
+
+for n in range(int(days)):
+    day = date.fromisoformat(first) + timedelta(days=n)
+    start, end = ns(day), ns(day + timedelta(days=1))
+    partition = Path(folder) / f"dt={day}"
+    partition.mkdir(parents=True)
+    with pq.ParquetWriter(partition / "part-0.parquet", schema, compression="zstd") as writer:
+        for lo in range(start, end, step):
+            q = (f'SELECT {", ".join(fields)}, "source" FROM "{measurement}" '
+                 f"WHERE time >= {lo} AND time < {min(lo + step, end)}")
+            answer = session.post(f"{url}/query", params={"q": q, "db": db, "epoch": "ms"},
+                                  headers={"Accept": "application/csv"}, timeout=300)
+            answer.raise_for_status()
+            if not answer.content.strip():
+                continue
+            table = pacsv.read_csv(io.BytesIO(answer.content), convert_options=pacsv.ConvertOptions(
+                column_types=types, include_columns=list(types), include_missing_columns=True))
+            writer.write_table(table.cast(schema))
+with duckdb.connect(duck) as con:
+    con.execute(
+        "create table raw_meter_readings as select time as ts_utc, timezone(?, time) as ts_jst,"
+        " source, instant_power_w, energy_import_kwh, energy_export_kwh, now() as ingested_at"
+        " from read_parquet(?) order by source, ts_utc", [tz, f"{folder}/dt=*/*.parquet"])
+    rows = con.execute("select count(*) from raw_meter_readings").fetchone()[0]
+print(rows, "rows")
+"""
+
 
 @dataclass(frozen=True)
 class Run:
@@ -110,6 +159,23 @@ def peak_rss_mib(peak_file: Path) -> float:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def run_floor(
+    influx: InfluxServer, workdir: Path, first: date, days: int, step: timedelta, timeout_s: float
+) -> Run:
+    """FLOOR_SCRIPT over `days` local days from `first`, a cold process in a new `workdir`."""
+    workdir.mkdir(parents=True)
+    args = [
+        *(influx.url, "home_energy", "power", TZ, first.isoformat(), str(days)),
+        *(str(int(step.total_seconds())), str(workdir / "parquet"), str(workdir / "floor.duckdb")),
+    ]
+    return run_cold(
+        [PYTHON, "-c", FLOOR_SCRIPT, *args],
+        pipeline_env(influx, workdir),
+        workdir / "floor.log",
+        timeout_s,
+    )
 
 
 def luigi_command(task: str, *args: str) -> list[str]:

@@ -1,18 +1,24 @@
 #!/usr/bin/env python
-"""Backfill speed (issue 4): a year of one meter through luigid, then the rerun when complete.
+"""Backfill speed (issues 4, 13): a year of one meter through luigid against its floor, then the
+rerun when complete.
 
     .venv/bin/python scripts/bench_backfill.py [--days 365] [--repeat 3] [--workers 1]
+        [--backfill-only]
 
 A private influxd and luigid (free ports, a temporary folder removed at the end) and one meter
 read every 10 seconds over the `--days` local days ending yesterday (365 days: 3,153,600
 readings; the seeding time is printed apart). Then, every command a cold process from the
 repository with `--scheduler-url` pointing at the private luigid:
 
-1. Backfill: `RangeDaily --of DbtBuild` over those days: wall time, readings/s, how many times
-   the DuckDB file was published (the warehouse logs `published <path>` once per publish) and
-   how many dbt builds ran (DbtBuild runs in `pipeline_runs`). The result is checked: every
-   reading in `raw_meter_readings`, one `fct_daily_energy` row per day.
-2. Rerun, everything complete: the same command over all the days, and over the last 7 days
+1. The floor (`FLOOR_SCRIPT` in scripts/_bench.py): per local day one InfluxDB query and one
+   Parquet partition, then one DuckDB load of them all, no Luigi.
+2. Backfill: `RangeDaily --of DuckLoadDay` over those days: wall time, readings/s, how many
+   times the DuckDB file was published (the warehouse logs `published <path>` once per
+   publish), and its ratio to the floor. Goal: <= 2.0 x the floor. Every reading must be in
+   `raw_meter_readings`. `--backfill-only` stops here.
+3. `RangeDaily --of DbtBuild` on top: how many dbt builds ran (DbtBuild runs in
+   `pipeline_runs`); one `fct_daily_energy` row per day is checked.
+4. Rerun, everything complete: the same command over all the days, and over the last 7 days
    (both reach into the late-data lookback, so both ask InfluxDB for its per-day counts), and
    over the first 7 days (outside the lookback: folders and markers only); medians of
    `--repeat`. Goals: the full rerun <= 3 s and <= 1.5 x the 7-day one. A rerun that loads or
@@ -43,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import (
     LUIGI,
+    Row,
     Run,
     days_ago,
     exit_cleanly_on_sigterm,
@@ -51,6 +58,7 @@ from _bench import (
     pipeline_env,
     print_table,
     run_cold,
+    run_floor,
     seed_readings,
     verdict,
 )
@@ -58,6 +66,7 @@ from _bench import (
 from devstack.servers import InfluxServer, LuigidServer
 from pipeline.publishing import sibling
 
+FLOOR_RATIO_GOAL = 2.0
 RERUN_GOAL_S = 3.0
 RERUN_RATIO_GOAL = 1.5
 SHORT_RANGE_DAYS = 7
@@ -98,16 +107,8 @@ class Span:
         return f"{self.first}..{self.stop - timedelta(days=1)}"
 
 
-@dataclass(frozen=True)
-class Backfill:
-    run: Run
-    publishes: int
-    dbt_builds: int
-    load_batches: int
-
-
-def range_command(install: Install, span: Span, workers: int) -> list[str]:
-    """`luigi ... RangeDaily --of DbtBuild` over the span, against the private luigid."""
+def range_command(install: Install, span: Span, workers: int, of: str) -> list[str]:
+    """`luigi ... RangeDaily --of <task>` over the span, against the private luigid."""
     days = span.days
     return [
         LUIGI,
@@ -115,7 +116,7 @@ def range_command(install: Install, span: Span, workers: int) -> list[str]:
         "pipeline",
         "RangeDaily",
         "--of",
-        "DbtBuild",
+        of,
         "--start",
         span.first.isoformat(),
         "--stop",
@@ -133,9 +134,14 @@ def range_command(install: Install, span: Span, workers: int) -> list[str]:
 
 
 def run_range(
-    install: Install, log_name: str, span: Span, timeout_s: float, workers: int = 1
+    install: Install,
+    log_name: str,
+    span: Span,
+    timeout_s: float,
+    workers: int = 1,
+    of: str = "DbtBuild",
 ) -> Run:
-    command = range_command(install, span, workers)
+    command = range_command(install, span, workers, of)
     return run_cold(command, install.env, install.logs / f"{log_name}.log", timeout_s)
 
 
@@ -156,38 +162,63 @@ def runs_per_task(duckdb_file: Path) -> dict[str, int]:
     return dict(rows)
 
 
-def check_warehouse(duckdb_file: Path, readings: int, days: int) -> None:
-    """The backfill lost nothing: every reading loaded, one daily row per day."""
+def count_rows(duckdb_file: Path, table: str) -> int:
     with duckdb.connect(str(duckdb_file), read_only=True) as con:
-        ((raw, daily),) = con.execute(
-            "select (select count(*) from raw_meter_readings),"
-            " (select count(*) from fct_daily_energy)"
-        ).fetchall()
-    if raw != readings or daily != days:
-        raise RuntimeError(
-            f"backfill incomplete: {raw:,} of {readings:,} readings in raw_meter_readings, "
-            f"{daily} of {days} rows in fct_daily_energy"
-        )
+        [(rows,)] = con.execute(f"select count(*) from {table}").fetchall()
+        return rows
 
 
-def backfill(install: Install, year: Span, readings: int, workers: int) -> Backfill:
+def check_rows(duckdb_file: Path, table: str, expected: int) -> None:
+    """The backfill lost nothing: `expected` rows in `table`."""
+    found = count_rows(duckdb_file, table)
+    if found != expected:
+        raise RuntimeError(f"backfill incomplete: {found:,} of {expected:,} rows in {table}")
+
+
+def against_floor(
+    install: Install, influx: InfluxServer, tmp: Path, year: Span, readings: int, workers: int
+) -> list[Row]:
+    """The floor, then `RangeDaily --of DuckLoadDay` over the same days, and their ratio."""
     days = year.days
-    print(f"backfilling {year} ({days} days) through luigid ...")
-    run = run_range(install, "backfill", year, BACKFILL_TIMEOUT_S, workers)
-    check_warehouse(install.duckdb_file, readings, days)
-    runs = runs_per_task(install.duckdb_file)
-    result = Backfill(
-        run=run,
-        publishes=publishes_in(install.logs / "backfill.log"),
-        dbt_builds=runs.get("DbtBuild", 0),
-        load_batches=runs.get("DuckLoadDay", 0),
+    floor = run_floor(
+        influx, tmp / "floor", year.first, days, timedelta(days=1), BACKFILL_TIMEOUT_S
     )
+    check_rows(tmp / "floor" / "floor.duckdb", "raw_meter_readings", readings)
+    print(f"floor: {floor.seconds:.1f} s ({days} queries and partitions, one DuckDB load)")
+    print(f"backfilling {year} ({days} days) --of DuckLoadDay through luigid ...")
+    run = run_range(install, "backfill", year, BACKFILL_TIMEOUT_S, workers, of="DuckLoadDay")
+    check_rows(install.duckdb_file, "raw_meter_readings", readings)
+    publishes = publishes_in(install.logs / "backfill.log")
+    loads = runs_per_task(install.duckdb_file).get("DuckLoadDay", 0)
+    ratio = run.seconds / floor.seconds
+    ok = verdict(ratio <= FLOOR_RATIO_GOAL)
     print(
         f"backfill: {run.seconds:.1f} s, {readings / run.seconds:,.0f} readings/s, "
-        f"DuckDB published {result.publishes} times ({result.load_batches} DuckLoadDay "
-        f"batches), dbt built {result.dbt_builds} times, peak RSS {run.peak_rss_mib:.0f} MiB"
+        f"DuckDB published {publishes} times ({loads} DuckLoadDay batches), "
+        f"peak RSS {run.peak_rss_mib:.0f} MiB; ratio to the floor {ratio:.2f} "
+        f"(goal <= {FLOOR_RATIO_GOAL}): {ok}"
     )
-    return result
+    return [
+        ("seeding influxd", "", f"{readings:,} readings"),
+        ("floor", f"{floor.seconds:.1f} s", f"{days} days, peak RSS {floor.peak_rss_mib:.0f} MiB"),
+        ("backfill --of DuckLoadDay", f"{run.seconds:.1f} s", f"{workers} worker(s)"),
+        ("backfill throughput", f"{readings / run.seconds:,.0f} readings/s", ""),
+        ("backfill / floor", f"{ratio:.2f}", f"goal <= {FLOOR_RATIO_GOAL}: {ok}"),
+        ("DuckDB publishes", str(publishes), f"{loads} load batches"),
+        ("backfill peak RSS", f"{run.peak_rss_mib:.0f} MiB", "the luigi command"),
+    ]
+
+
+def dbt_on_top(install: Install, year: Span, workers: int) -> list[Row]:
+    """`RangeDaily --of DbtBuild` once the days are loaded: one daily row per day."""
+    run = run_range(install, "dbt", year, BACKFILL_TIMEOUT_S, workers)
+    check_rows(install.duckdb_file, "fct_daily_energy", year.days)
+    builds = runs_per_task(install.duckdb_file).get("DbtBuild", 0)
+    print(f"--of DbtBuild on top: {run.seconds:.1f} s, dbt built {builds} times")
+    return [
+        ("--of DbtBuild on top", f"{run.seconds:.1f} s", f"peak RSS {run.peak_rss_mib:.0f} MiB"),
+        ("dbt builds", str(builds), ""),
+    ]
 
 
 def reruns(install: Install, spans: list[Span], repeat: int) -> dict[Span, float]:
@@ -234,7 +265,7 @@ def installation(tmp: Path) -> Iterator[tuple[Install, InfluxServer]]:
         )
 
 
-def bench(tmp: Path, days: int, repeat: int, workers: int) -> list[tuple[str, str, str]]:
+def bench(tmp: Path, days: int, repeat: int, workers: int, backfill_only: bool) -> list[Row]:
     stop = days_ago(0)  # today, excluded: the range ends yesterday
     first = stop - timedelta(days=days)
     week = timedelta(days=SHORT_RANGE_DAYS)
@@ -247,7 +278,11 @@ def bench(tmp: Path, days: int, repeat: int, workers: int) -> list[tuple[str, st
             f"seeded {readings:,} readings (1 meter every {INTERVAL.seconds} s, {days} days "
             f"from {first}) in {seed_s:.1f} s ({readings / seed_s:,.0f} readings/s into influxd)"
         )
-        done = backfill(install, year, readings, workers)
+        rows = against_floor(install, influx, tmp, year, readings, workers)
+        rows[0] = ("seeding influxd", f"{seed_s:.1f} s", rows[0][2])
+        if backfill_only:
+            return rows
+        rows += dbt_on_top(install, year, workers)
         rerun_s = reruns(install, [year, recent, oldest], repeat)
     full_ok = rerun_s[year] <= RERUN_GOAL_S
     ratio = rerun_s[year] / rerun_s[recent]
@@ -258,12 +293,7 @@ def bench(tmp: Path, days: int, repeat: int, workers: int) -> list[tuple[str, st
         f"ratio {ratio:.2f} (goal <= {RERUN_RATIO_GOAL}: {verdict(ratio_ok)})"
     )
     return [
-        ("seeding influxd", f"{seed_s:.1f} s", f"{readings:,} readings"),
-        ("backfill wall time", f"{done.run.seconds:.1f} s", f"{days} days, {workers} worker(s)"),
-        ("backfill throughput", f"{readings / done.run.seconds:,.0f} readings/s", ""),
-        ("DuckDB publishes", str(done.publishes), f"{done.load_batches} load batches + dbt"),
-        ("dbt builds", str(done.dbt_builds), ""),
-        ("backfill peak RSS", f"{done.run.peak_rss_mib:.0f} MiB", "the luigi command"),
+        *rows,
         *(
             (f"rerun {span.name}", f"{rerun_s[span]:.2f} s", f"median of {repeat}, {span.note}")
             for span in (year, recent, oldest)
@@ -283,6 +313,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="cold runs of each rerun")
     parser.add_argument("--workers", type=int, default=1, help="luigi workers of the backfill")
     parser.add_argument(
+        "--backfill-only",
+        action="store_true",
+        help="stop after the floor and the DuckLoadDay backfill (no dbt, no reruns)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="work in this new folder and keep it (logs, data) afterwards"
     )
     args = parser.parse_args()
@@ -291,7 +326,7 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     started = time.perf_counter()
     with workspace(args.keep) as tmp:
-        rows = bench(tmp, args.days, args.repeat, args.workers)
+        rows = bench(tmp, args.days, args.repeat, args.workers, args.backfill_only)
     rows.append(("benchmark total", f"{time.perf_counter() - started:.0f} s", ""))
     print_table("summary (bench_backfill)", [("measure", "figure", "note"), *rows])
 

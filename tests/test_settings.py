@@ -213,16 +213,16 @@ def test_a_bad_value_stops_the_pipeline_in_one_line_before_any_task(
     flags: list[str] = []
     extra_env: dict[str, str] = {}
     if layer == "environment":
-        extra_env["INFLUX_WINDOW_MINUTES"] = "hourly"
-        expected = "INFLUX_WINDOW_MINUTES must be an integer, got 'hourly'"
+        extra_env["INFLUX_WINDOW_ROWS"] = "many"
+        expected = "INFLUX_WINDOW_ROWS must be an integer, got 'many'"
     elif layer == "luigi.cfg":
         cfg = tmp_path / "override.cfg"
-        cfg.write_text("[influx]\nwindow_minutes = hourly\n")
+        cfg.write_text("[influx]\nwindow_rows = many\n")
         extra_env["LUIGI_CONFIG_PATH"] = str(cfg)
-        expected = "luigi.cfg [influx] window_minutes must be an integer, got 'hourly'"
+        expected = "luigi.cfg [influx] window_rows must be an integer, got 'many'"
     else:
-        flags = ["--influx-window-minutes", "hourly"]
-        expected = "--influx-window-minutes must be an integer, got 'hourly'"
+        flags = ["--influx-window-rows", "many"]
+        expected = "--influx-window-rows must be an integer, got 'many'"
     result = pipeline_env.cli(
         "ExtractDay", "--date", str(DAY), "--local-scheduler", *flags, extra_env=extra_env
     )
