@@ -1,0 +1,148 @@
+"""Bringing the standby file of the `alternate` publish mode up to date with the live one.
+
+The two files of that mode take turns being live; the standby is the one that was live a
+publish ago (or a copy an interrupted publish left half changed). Before a publish changes it,
+it is made equal to the live file by copying only what differs, so the cost of a publish
+follows what changed, not the history:
+
+- raw readings day by day: a day's rows and its DuckLoadDay marker change in one transaction
+  (`load_day`), so the days whose raw markers differ between the two files are exactly the
+  days whose rows differ; those days are copied, nothing else of the big table;
+- every other table (the marker table, the dbt marts and seeds, the run's own tables) whole:
+  they are a day's summary each, hundreds of times smaller than the readings, and dbt rebuilds
+  them in ways a day list cannot follow (tables over everything, incremental windows);
+- views by their definition, and objects the live file does not have are dropped.
+
+A day is the local date of `ts_jst` (the pipeline time zone's wall clock, as `load_day` cuts
+days), and `partition_date` of the markers.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from pipeline.schema import MARKER_TABLE, RAW_COLUMN_LIST, RAW_TABLE
+
+# The live file as the standby's connection sees it while it catches up.
+LIVE = "live_file"
+
+
+def catch_up(con: duckdb.DuckDBPyConnection, live: Path) -> list[date]:
+    """Make the database of `con` equal to the `live` file, in one transaction; the raw days
+    it copied."""
+    here = con.execute("select current_database()").fetchone()[0]
+    con.execute(f"attach '{live}' as {LIVE} (read_only)")
+    try:
+        con.execute("begin transaction")
+        by_day = all(
+            (("main", table) in _tables(con, db))
+            for table in (RAW_TABLE, MARKER_TABLE)
+            for db in (here, LIVE)
+        )
+        days = differing_days(con, here) if by_day else []
+        for day in days:
+            _copy_day(con, here, day)
+        for schema, table in _tables(con, LIVE):
+            if not by_day or (schema, table) != ("main", RAW_TABLE):
+                _copy_table(con, here, schema, table)
+        _drop_missing(con, here)
+        _copy_views(con, here)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        con.execute(f"detach {LIVE}")
+    return days
+
+
+def differing_days(con: duckdb.DuckDBPyConnection, here: str) -> list[date]:
+    """Days whose raw markers differ between database `here` and the attached live file."""
+    markers = (
+        'select update_id, partition_date, row_count, fingerprint, inserted from "{db}".main.'
+        f"{MARKER_TABLE} where target_table = '{RAW_TABLE}'"
+    )
+    mine, live = markers.format(db=here), markers.format(db=LIVE)
+    rows = con.execute(
+        f"select distinct partition_date from (({mine} except {live}) "
+        f"union all ({live} except {mine})) order by 1"
+    ).fetchall()
+    return [day for (day,) in rows]
+
+
+def day_filter(day: date) -> tuple[str, list]:
+    """The rows of one local day (zone maps on ts_jst keep it from scanning the history)."""
+    return "ts_jst >= ?::timestamp and ts_jst < ?::timestamp + interval 1 day", [day, day]
+
+
+def _copy_day(con: duckdb.DuckDBPyConnection, here: str, day: date) -> None:
+    where, params = day_filter(day)
+    con.execute(f'delete from "{here}".main.{RAW_TABLE} where {where}', params)
+    con.execute(
+        f'insert into "{here}".main.{RAW_TABLE} ({RAW_COLUMN_LIST}) '
+
+        f"select {RAW_COLUMN_LIST} from {LIVE}.main.{RAW_TABLE} where {where}",
+        params,
+    )
+
+
+def _copy_table(con: duckdb.DuckDBPyConnection, here: str, schema: str, table: str) -> None:
+    """Replace a table by the live one: its rows, and its definition unless that is the same
+    (the marker table keeps its primary key)."""
+    name, mine = f'"{schema}"."{table}"', f'"{here}"."{schema}"."{table}"'
+    con.execute(f'create schema if not exists "{here}"."{schema}"')
+    if _columns(con, here, schema, table) == _columns(con, LIVE, schema, table):
+        con.execute(f"delete from {mine}")
+        con.execute(f"insert into {mine} select * from {LIVE}.{name}")
+    else:
+        con.execute(f"drop table if exists {mine}")
+        con.execute(f"drop view if exists {mine}")
+        con.execute(f"create table {mine} as select * from {LIVE}.{name}")
+
+
+def _drop_missing(con: duckdb.DuckDBPyConnection, here: str) -> None:
+    """Tables and views an interrupted publish made here that the live file does not have."""
+    for kind, listing in (("table", _tables), ("view", _views)):
+        there = {(schema, name) for schema, name, *_ in listing(con, LIVE)}
+        for schema, name, *_ in listing(con, here):
+            if (schema, name) not in there:
+                con.execute(f'drop {kind} if exists "{here}"."{schema}"."{name}"')
+
+
+def _copy_views(con: duckdb.DuckDBPyConnection, here: str) -> None:
+    """Each live view made again from its definition, which names tables without a file."""
+    for schema, view, sql in _views(con, LIVE):
+        con.execute(f'create schema if not exists "{here}"."{schema}"')
+        con.execute(f'drop view if exists "{here}"."{schema}"."{view}"')
+        con.execute(f'use "{here}"."{schema}"')
+        try:
+            con.execute(sql)
+        finally:
+            con.execute(f'use "{here}".main')
+
+
+def _tables(con: duckdb.DuckDBPyConnection, database: str) -> list[tuple[str, str]]:
+    return con.execute(
+        "select schema_name, table_name from duckdb_tables() where database_name = ? "
+        "and not temporary order by all",
+        [database],
+    ).fetchall()
+
+
+def _views(con: duckdb.DuckDBPyConnection, database: str) -> list[tuple[str, str, str]]:
+    return con.execute(
+        "select schema_name, view_name, sql from duckdb_views() where database_name = ? "
+        "and not internal and not temporary order by all",
+        [database],
+    ).fetchall()
+
+
+def _columns(con: duckdb.DuckDBPyConnection, database: str, schema: str, table: str) -> list:
+    return con.execute(
+        "select column_name, data_type from duckdb_columns() where database_name = ? "
+        "and schema_name = ? and table_name = ? order by column_index",
+        [database, schema, table],
+    ).fetchall()
