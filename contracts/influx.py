@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from influxdb import InfluxDBClient
 
-FIELDS = ("instant_power_w", "energy_import_kwh", "energy_export_kwh")
 SOURCE_TAG = "source"
 
 

@@ -3,7 +3,7 @@
 The tables have the columns of the insights contract (HELPERS.md, design.md section 8) and
 plausible numbers: a daily rhythm with day/night time-of-use bands, weekday/weekend
 differences, calendar-month billing periods, a base load, a 7-day forecast and a few findings.
-It is published like the pipeline publishes (pipeline.warehouse.Warehouse: a verified `next`
+It is published like the pipeline publishes (pipeline.publishing.Warehouse: a verified `next`
 file swapped in, or one transaction in place), so readers meet real publishes.
 
 While the dbt marts and ForecastDay that build these tables for real are being written, this is
@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
-from pipeline.warehouse import SCHEMA_SQL, Warehouse, connect
+from pipeline.database import connect
+from pipeline.publishing import Warehouse
+from pipeline.schema import SCHEMA_SQL
 
 SAMPLE_TABLES_SQL = """
 create or replace table fct_half_hourly_cost as

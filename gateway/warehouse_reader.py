@@ -92,7 +92,7 @@ class WarehouseReader:
 
     @property
     def lock_path(self) -> Path:
-        """The writers' own lock file (pipeline.warehouse.Warehouse.lock_path)."""
+        """The writers' own lock file (pipeline.publishing.Warehouse.lock_path)."""
         return self.live.with_name(self.live.name + ".lock")
 
     @contextmanager

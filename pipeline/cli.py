@@ -11,21 +11,24 @@ from datetime import date, timedelta
 import duckdb
 
 from pipeline.config import calendar, influx, storage
+from pipeline.database import connect, has_table
 from pipeline.days import local_today
 from pipeline.errors import PipelineError, damage_explained
 from pipeline.extract import InfluxSource
 from pipeline.forecast_task import forecast_states
 from pipeline.partitions import PartitionTarget, check_writable, list_partitions
+from pipeline.publishing import Warehouse
 from pipeline.runlog import last_runs
-from pipeline.tasks import (
+from pipeline.schema import MARKER_TABLE
+from pipeline.task_base import (
     LANDING_DATASET,
     RAW_DATASET,
-    DbtBuild,
     dataset_dir,
     live_warehouse,
     warehouse_file,
 )
-from pipeline.warehouse import MARKER_TABLE, Warehouse, connect, has_table, verify
+from pipeline.tasks import DbtBuild
+from pipeline.warehouse import verify
 
 
 def rebuild(first: date, last: date, accept_fewer: bool = False) -> list[date]:

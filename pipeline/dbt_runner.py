@@ -31,7 +31,7 @@ from dbt.adapters.duckdb.connections import DuckDBConnectionManager  # noqa: E40
 from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus  # noqa: E402
 from dbt.cli.main import dbtRunner, dbtRunnerResult  # noqa: E402
 
-from pipeline.warehouse import has_table  # noqa: E402
+from pipeline.database import has_table  # noqa: E402
 
 # A dependency of dbt calls logging.basicConfig() on import, which would print every Luigi log
 # line twice; the caller's logging stays as it was.

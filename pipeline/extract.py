@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import requests
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
-from contracts.influx import FIELDS, SOURCE_TAG, InfluxSettings, make_client, quote_ident
+from contracts.influx import SOURCE_TAG, InfluxSettings, make_client, quote_ident
+from contracts.message import MEASUREMENT_FIELDS
 from pipeline.days import day_window_utc
 from pipeline.errors import PipelineError
 
@@ -29,7 +30,7 @@ LANDING_SCHEMA = pa.schema(
     [
         ("time", pa.timestamp("ms", tz="UTC")),
         (SOURCE_TAG, pa.string()),
-        *((name, pa.float64()) for name in FIELDS),
+        *((name, pa.float64()) for name in MEASUREMENT_FIELDS),
     ]
 )
 
@@ -51,7 +52,9 @@ def time_windows(
 @dataclass
 class ExtractStats:
     rows: int = 0
-    field_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FIELDS, 0))
+    field_counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(MEASUREMENT_FIELDS, 0)
+    )
 
 
 class InfluxSource:
@@ -117,7 +120,7 @@ class InfluxSource:
 
     def window_table(self, start: datetime, end: datetime) -> pa.Table:
         """Readings with start <= time < end, in the landing schema."""
-        columns = ", ".join(quote_ident(c) for c in (*FIELDS, SOURCE_TAG))
+        columns = ", ".join(quote_ident(c) for c in (*MEASUREMENT_FIELDS, SOURCE_TAG))
         q = (
             f"SELECT {columns} FROM {quote_ident(self.settings.measurement)} "
             f"WHERE time >= {_ns(start)} AND time < {_ns(end)}"
@@ -149,7 +152,9 @@ class InfluxSource:
         counts = {}
         for point in result.get_points():  # type: ignore[attr-defined]
             day = datetime.fromtimestamp(point["time"] / 1000, tz=UTC).astimezone(zone).date()
-            counts[day] = {name: int(point.get(f"count_{name}") or 0) for name in FIELDS}
+            counts[day] = {
+                name: int(point.get(f"count_{name}") or 0) for name in MEASUREMENT_FIELDS
+            }
         return counts
 
     def extract(
@@ -163,7 +168,7 @@ class InfluxSource:
                 table = self.window_table(w_start, w_end)
                 writer.write_table(table)
                 stats.rows += table.num_rows
-                for name in FIELDS:
+                for name in MEASUREMENT_FIELDS:
                     stats.field_counts[name] += table.num_rows - table[name].null_count
                 progress(w_end, stats.rows)
         return stats
@@ -199,7 +204,7 @@ def _read_landing_csv(content: bytes) -> pa.Table:
             column_types={
                 "time": pa.int64(),
                 SOURCE_TAG: pa.string(),
-                **dict.fromkeys(FIELDS, pa.float64()),
+                **dict.fromkeys(MEASUREMENT_FIELDS, pa.float64()),
             },
             include_columns=list(LANDING_SCHEMA.names),
             include_missing_columns=True,

@@ -24,26 +24,14 @@ import duckdb
 import pandas as pd
 
 from pipeline.config import calendar, forecast
+from pipeline.database import connect, has_table
 from pipeline.days import LocalDaysParameter, first_day, local_today
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
-from pipeline.tasks import (
-    DbtBuild,
-    PipelineTask,
-    live_warehouse,
-    task_class,
-    warehouse_file,
-)
-from pipeline.warehouse import (
-    MARKER_TABLE,
-    MarkerTarget,
-    connect,
-    has_table,
-    marker_ids,
-    markers_in,
-    read_markers,
-    write_marker,
-)
+from pipeline.markers import MarkerTarget, marker_ids, markers_in, read_markers, write_marker
+from pipeline.schema import MARKER_TABLE
+from pipeline.task_base import PipelineTask, live_warehouse, task_class, warehouse_file
+from pipeline.tasks import DbtBuild
 
 logger = logging.getLogger("luigi-interface")
 

@@ -21,9 +21,9 @@ import paho.mqtt.client as paho
 
 from contracts import homeassistant as ha
 from contracts.mqtt import MqttSettings, make_client
+from pipeline.database import has_table
 from pipeline.days import day_window_utc
 from pipeline.errors import PipelineError
-from pipeline.warehouse import has_table
 
 logger = logging.getLogger("luigi-interface")
 

@@ -26,9 +26,9 @@ from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 from requests import RequestException
 
 from contracts.influx import InfluxSettings, make_client
+from pipeline.database import has_table
 from pipeline.days import day_window_utc
 from pipeline.errors import PipelineError
-from pipeline.warehouse import has_table
 
 logger = logging.getLogger("luigi-interface")
 

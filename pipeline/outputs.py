@@ -21,14 +21,16 @@ import duckdb
 import luigi
 
 from pipeline import config
+from pipeline.database import connect
 from pipeline.days import LocalDaysParameter, first_day
 from pipeline.failpoints import failpoint
 from pipeline.forecast_task import ForecastDay
 from pipeline.ha_publish import household_messages, publish
 from pipeline.influx_marts import write_back
+from pipeline.markers import marker_ids, read_markers
 from pipeline.partitions import fsync_path
-from pipeline.tasks import DbtBuild, PipelineTask, task_class, warehouse_file
-from pipeline.warehouse import connect, marker_ids, read_markers
+from pipeline.task_base import PipelineTask, task_class, warehouse_file
+from pipeline.tasks import DbtBuild
 
 # The tasks whose warehouse markers the outputs are built from: the marts and the forecast.
 BUILT_FROM: tuple[type[luigi.Task], ...] = (DbtBuild, ForecastDay)

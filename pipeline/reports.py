@@ -42,9 +42,10 @@ from pipeline.days import LocalDateParameter
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
 from pipeline.forecast_task import ForecastDay
+from pipeline.markers import marker_ids, read_markers
 from pipeline.partitions import fsync_path
-from pipeline.tasks import DbtBuild, PipelineTask, warehouse_file
-from pipeline.warehouse import marker_ids, read_markers
+from pipeline.task_base import PipelineTask, warehouse_file
+from pipeline.tasks import DbtBuild
 
 logger = logging.getLogger("luigi-interface")
 

@@ -17,8 +17,8 @@ import duckdb
 import luigi
 
 from pipeline.config import storage
-from pipeline.tasks import PipelineTask
-from pipeline.warehouse import sibling
+from pipeline.publishing import sibling
+from pipeline.task_base import PipelineTask
 
 logger = logging.getLogger("luigi-interface")
 

@@ -8,153 +8,42 @@ RangeDaily check a year in a moment.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
-from pathlib import Path
 
-import luigi
-
-from contracts.influx import FIELDS
-from pipeline.config import calendar, influx, late_data, storage
-from pipeline.days import (
-    LocalDateParameter,
-    LocalDaysParameter,
-    as_days,
-    day_window_utc,
-    first_day,
-    local_today,
-)
+from pipeline.config import calendar, influx, storage
+from pipeline.database import connect
+from pipeline.days import LocalDateParameter, LocalDaysParameter, day_window_utc, first_day
 from pipeline.errors import PipelineError
 from pipeline.extract import InfluxSource
-from pipeline.partitions import (
-    Dataset,
-    PartitionTarget,
-    list_partitions,
-    open_dataset,
+from pipeline.late_data import (
+    SourceCoversArchive,
+    archive_kept_message,
+    gained_in_source,
+    shrinkage,
+)
+from pipeline.markers import (
+    MarkerTarget,
+    mark_dbt_days,
+    marker_ids,
+    neighbourhood_fingerprint,
+    read_markers,
+)
+from pipeline.partitions import PartitionTarget, list_partitions
+from pipeline.task_base import (
+    LANDING_DATASET,
+    RAW_DATASET,
+    PipelineTask,
+    dataset_dir,
+    live_warehouse,
+    task_class,
+    warehouse_file,
 )
 from pipeline.transform import write_canonical
-from pipeline.warehouse import (
-    MarkerTarget,
-    Warehouse,
-    connect,
-    load_day,
-    marker_ids,
-    markers_in,
-    read_markers,
-    write_marker,
-)
+from pipeline.warehouse import load_day
 
 logger = logging.getLogger("luigi-interface")
-
-LANDING_DATASET = "landing/power"
-RAW_DATASET = "raw_meter_readings"
-
-
-def dataset_dir(name: str) -> Dataset:
-    """A dataset under PARQUET_BASE_DIR: a local folder or a prefix on object storage."""
-    return open_dataset(storage().parquet_base_dir, name)
-
-
-def warehouse_file() -> Path:
-    """The live DuckDB file, on the one machine that holds it (design.md section 11)."""
-    store = storage()
-    if not store.holds_warehouse:
-        raise PipelineError(
-            "this worker does not hold the DuckDB warehouse (PIPELINE_HOLDS_WAREHOUSE=false): "
-            "run RangeDaily --of ParquetDay here, and DuckLoadDay/DbtBuild on the warehouse "
-            "machine"
-        )
-    return store.duckdb_file
-
-
-def live_warehouse() -> Warehouse:
-    """The configured DuckDB file, publish mode and writer-lock wait."""
-    store = storage()
-    return Warehouse(warehouse_file(), store.publish_mode, store.lock_timeout_s)
-
-
-def task_class(cls: type | partial) -> type:
-    # RangeDaily hands bulk_complete a functools.partial of the class, not the class.
-    return cls.func if isinstance(cls, partial) else cls
-
-
-class PipelineTask(luigi.Task):
-    """Base of the pipeline's tasks: expected failures are reported in one line."""
-
-    rows_written: int | None = None  # for the run log, set by run()
-
-    def days(self) -> list[date]:
-        return as_days(self.date).dates()
-
-    def complete(self) -> bool:
-        # Luigi looks no further than a complete task, so a day is complete only while what it
-        # was built from is complete (current) too: late data upstream then reaches every stage.
-        return super().complete() and all(t.complete() for t in luigi.task.flatten(self.requires()))
-
-    def on_failure(self, exception: BaseException) -> str:
-        if isinstance(exception, PipelineError):
-            logger.error("%s failed: %s", self.task_id, exception)
-            return f"{type(exception).__name__}: {exception}"
-        return super().on_failure(exception)
-
-    def report(self, done: float, message: str) -> None:
-        """Progress for luigid's visualiser (the bar and the status line)."""
-        self.set_progress_percentage(round(100 * min(max(done, 0.0), 1.0), 1))
-        self.set_status_message(message)
-
-
-@PipelineTask.event_handler(luigi.Event.DEPENDENCY_PRESENT)
-def _recover_crashed_writers(task: PipelineTask) -> None:
-    # A rerun that finds its days complete runs nothing: tidy after crashed writers here.
-    for name in (LANDING_DATASET, RAW_DATASET):
-        dataset_dir(name).recover_all()
-
-
-class SourceCoversArchive(luigi.ExternalTask):
-    """InfluxDB still holds at least the readings archived for the day (or none are archived).
-
-    The archive outlives the source: a day re-extracted after retention deleted it, or from a
-    misconfigured source, must not replace the archive with less. While this is incomplete,
-    ExtractDay does not run and the command exits with the missing-data code (3).
-    """
-
-    date = LocalDateParameter(description="local day YYYY-MM-DD; default yesterday")
-
-    def complete(self) -> bool:
-        archive = PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
-        if not archive.archived() or archive.accepts_fewer():
-            return True
-        try:
-            counts = InfluxSource(influx().settings()).daily_field_counts(
-                self.date, self.date, calendar().zone
-            )
-        except PipelineError:
-            return True  # the extraction itself reports the server's failure in one line
-        shrunk = shrinkage(counts.get(self.date, dict.fromkeys(FIELDS, 0)), archive.manifest())
-        if shrunk:
-            logger.error(archive_kept_message(self.date, shrunk))
-        return not shrunk
-
-
-def shrinkage(new_counts: dict[str, int], manifest: dict) -> str | None:
-    """'191 < 192' when a new extraction holds fewer values than the archived one, else None.
-
-    Values (readings times the fields each carries) rather than rows, because InfluxDB counts
-    per field; a source that gained readings while losing a few still replaces the day.
-    """
-    new, archived = sum(new_counts.values()), sum(manifest.get("field_counts", {}).values())
-    return f"{new:,} < {archived:,}" if new < archived else None
-
-
-def archive_kept_message(day: date, shrunk: str) -> str:
-    return (
-        f"{day}: the source holds fewer values than the archive ({shrunk}); the archive is "
-        f"kept. To replace it anyway: python -m pipeline rebuild --date {day} --accept-fewer; "
-        f"to keep it and stop asking: python -m pipeline rebuild --date {day} --cancel"
-    )
 
 
 class ExtractDay(PipelineTask):
@@ -224,34 +113,6 @@ class ExtractDay(PipelineTask):
         archived = [d for d in parameter_tuples if first_day(d) in done]
         gained = gained_in_source([first_day(d) for d in archived])
         return [d for d in archived if first_day(d) not in gained]
-
-
-def gained_in_source(days: list[date]) -> set[date]:
-    """Archived days inside the late-data lookback that gained readings in InfluxDB since.
-
-    One aggregate query covers the whole lookback. Only gains count: edges replay, they never
-    delete, and a source that lost readings (retention, a restored server) must not shrink the
-    archive. Removals and values rewritten in place take an explicit `rebuild`.
-    """
-    zone = calendar().zone
-    oldest = local_today(zone) - timedelta(days=late_data().lookback_days)
-    recent = sorted(d for d in days if d >= oldest)
-    if not recent:
-        return set()
-    settings = influx()
-    try:
-        source = InfluxSource(settings.settings())
-        counts = source.daily_field_counts(recent[0], recent[-1], zone)
-    except PipelineError as e:
-        logger.warning("late data not checked for %s..%s: %s", recent[0], recent[-1], e)
-        return set()
-    archived = dataset_dir(LANDING_DATASET).manifests(recent)
-    nothing = dict.fromkeys(FIELDS, 0)
-    return {d for d in recent if _gained(counts.get(d, nothing), archived[d]["field_counts"])}
-
-
-def _gained(source: dict[str, int], archived: dict[str, int]) -> bool:
-    return any(source[name] > archived.get(name, 0) for name in FIELDS)
 
 
 def _arrow_codec(codec: str) -> str:
@@ -393,7 +254,12 @@ class DbtBuild(PipelineTask):
         live = warehouse_file()
         loads = read_markers(live, f"{DuckLoadDay.get_task_family()}(")
         ids = marker_ids(self.get_task_family(), self.days())
-        return [MarkerTarget(live, ids[d], neighbourhood_fingerprint(loads, d)) for d in ids]
+        return [
+            MarkerTarget(
+                live, ids[d], neighbourhood_fingerprint(loads, DuckLoadDay.get_task_family(), d)
+            )
+            for d in ids
+        ]
 
     def run(self) -> None:
         days = self.days()
@@ -410,7 +276,9 @@ class DbtBuild(PipelineTask):
                 memory_limit=storage().duckdb_memory_limit,
             )
             with connect(path) as con:
-                marked = mark_dbt_days(con, self.get_task_family(), days)
+                marked = mark_dbt_days(
+                    con, self.get_task_family(), DuckLoadDay.get_task_family(), days
+                )
         self.report(1.0, f"{result.models} models, {result.tests} tests; {marked} day(s) marked")
 
     @classmethod
@@ -423,36 +291,5 @@ class DbtBuild(PipelineTask):
             value
             for value in DuckLoadDay.bulk_complete(parameter_tuples)
             if built.get(marker_ids(family, [first_day(value)])[first_day(value)])
-            == neighbourhood_fingerprint(loads, first_day(value))
+            == neighbourhood_fingerprint(loads, DuckLoadDay.get_task_family(), first_day(value))
         ]
-
-
-def neighbourhood_fingerprint(loads: dict[str, str | None], day: date) -> str | None:
-    """The loads a day's energy depends on: the day before, the day, the day after."""
-    family = DuckLoadDay.get_task_family()
-    ids = marker_ids(family, [day - timedelta(days=1), day, day + timedelta(days=1)])
-    if loads.get(ids[day]) is None:
-        return None
-    parts = [loads.get(i) or "-" for i in ids.values()]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
-
-
-def mark_dbt_days(con, family: str, days: list[date]) -> int:
-    """Mark every day dbt rebuilt: the batch and its neighbours (whose midnight split changed)."""
-    loads = markers_in(con, f"{DuckLoadDay.get_task_family()}(")
-    window = [days[0] - timedelta(days=1), *days, days[-1] + timedelta(days=1)]
-    marked = 0
-    for day, update_id in marker_ids(family, window).items():
-        fingerprint = neighbourhood_fingerprint(loads, day)
-        if fingerprint is None:
-            continue
-        write_marker(
-            con,
-            update_id,
-            "fct_daily_energy",
-            partition_date=day,
-            row_count=None,
-            fingerprint=fingerprint,
-        )
-        marked += 1
-    return marked

@@ -1,10 +1,10 @@
 """Landing data to the canonical `raw_meter_readings` layout (design.md section 3).
 
 One DuckDB statement reads the landing partition (local Parquet files, or Arrow batches from
-object storage) and writes the canonical file: typed columns in
-the contract's order, the local wall clock, the default source, NULL for what was not sent, one
-row per (source, ts_utc), sorted. DuckDB spills to disk past its memory limit, so a day of 100
-meters stays within a bounded footprint.
+object storage) and writes the canonical file: typed columns in the raw table's order
+(`schema.RAW_COLUMNS`), the local wall clock, the default source, NULL for what was not sent,
+one row per (source, ts_utc), sorted. DuckDB spills to disk past its memory limit, so a day of
+100 meters stays within a bounded footprint.
 """
 
 from __future__ import annotations
@@ -16,16 +16,6 @@ from pathlib import Path
 import duckdb
 
 from pipeline.partitions import PartitionTarget
-
-RAW_COLUMNS = (
-    "ts_utc",
-    "ts_jst",
-    "source",
-    "instant_power_w",
-    "energy_import_kwh",
-    "energy_export_kwh",
-    "ingested_at",
-)
 
 CANONICAL_SQL = """
 copy (

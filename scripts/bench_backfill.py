@@ -56,7 +56,7 @@ from _bench import (
 )
 
 from devstack.servers import InfluxServer, LuigidServer
-from pipeline.warehouse import sibling
+from pipeline.publishing import sibling
 
 RERUN_GOAL_S = 3.0
 RERUN_RATIO_GOAL = 1.5
@@ -65,7 +65,7 @@ INTERVAL = timedelta(seconds=10)
 SOURCE = "meter1"
 BACKFILL_TIMEOUT_S = 3 * 3600
 RERUN_TIMEOUT_S = 300
-# One log record per publish, from pipeline/warehouse.py (`published <live path> (previous...`).
+# One log record per publish, from pipeline/publishing.py (`published <live path> (previous...`).
 # Luigi's console handler prints it as `INFO: published ...`; a handler on the root logger (which
 # dbt's import used to add) would print it again as `INFO:luigi-interface:published ...`.
 PUBLISHED_LINE = re.compile(r"^(\w+:(?:luigi-interface:)?) ?published \S+\.duckdb", re.MULTILINE)

@@ -56,8 +56,9 @@ from _bench import (
 from pipeline.config import forecast
 from pipeline.forecast_models import WEEK, forecast_source
 from pipeline.household import half_hourly_energy
+from pipeline.markers import marker_ids, write_marker
+from pipeline.schema import SCHEMA_SQL
 from pipeline.tasks import DbtBuild
-from pipeline.warehouse import SCHEMA_SQL, marker_ids, write_marker
 
 SPEED_GOAL_S = 30.0
 QUALITY_GOAL = 0.10

@@ -58,7 +58,7 @@ from _bench import (
 )
 
 from devstack.servers import InfluxServer, LuigidServer, MotoS3Server
-from pipeline.warehouse import sibling
+from pipeline.publishing import sibling
 
 INTERVAL = timedelta(seconds=10)
 RSS_GOAL_MIB = 1024

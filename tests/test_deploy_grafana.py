@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from contracts.influx import FIELDS, InfluxSettings, make_client
+from contracts.influx import InfluxSettings, make_client
+from contracts.message import MEASUREMENT_FIELDS
 from devstack.servers import InfluxServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def test_dashboard_queries_use_the_contract_measurement_and_fields() -> None:
             if any(f'FROM "{m}"' in query for m in MART_MEASUREMENTS):
                 continue
             assert 'FROM "power"' in query, panel["title"]
-            fields = {f for f in FIELDS if f'"{f}"' in query}
+            fields = {f for f in MEASUREMENT_FIELDS if f'"{f}"' in query}
             assert fields, f"{panel['title']}: no contract field in {query}"
 
 

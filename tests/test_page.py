@@ -29,7 +29,8 @@ from devstack.sample_warehouse import (
     sample_days,
 )
 from devstack.servers import GatewayServer, InfluxServer, MosquittoServer, free_port
-from pipeline.warehouse import Warehouse, connect
+from pipeline.database import connect
+from pipeline.publishing import Warehouse
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

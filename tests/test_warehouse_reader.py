@@ -1,6 +1,6 @@
 """A long-lived reader of the published DuckDB file sees every publish (issue 16 item 13).
 
-The publishes are the pipeline's own (pipeline.warehouse.Warehouse) in this same process, which
+The publishes are the pipeline's own (pipeline.publishing.Warehouse) in this same process, which
 is where DuckDB's per-path instance cache bites: a naive reader keeps the first snapshot.
 """
 
@@ -16,7 +16,9 @@ import pytest
 
 from devstack.sample_warehouse import locked_by_another_process
 from gateway.warehouse_reader import NO_DATA, UPDATING, WarehouseReader, WarehouseUnavailable
-from pipeline.warehouse import SCHEMA_SQL, Warehouse, connect
+from pipeline.database import connect
+from pipeline.publishing import Warehouse
+from pipeline.schema import SCHEMA_SQL
 
 
 def publish(live: Path, value: int, mode: str = "swap") -> None:
