@@ -17,6 +17,7 @@ from luigi.parameter import ParameterVisibility
 from contracts.homeassistant import DISCOVERY_PREFIX
 from contracts.influx import InfluxSettings
 from contracts.mqtt import MqttSettings
+from contracts.warehouse import DEFAULT_PUBLISH_MODE, PUBLISH_MODES
 from pipeline.errors import PipelineError
 
 
@@ -147,10 +148,12 @@ class storage(luigi.Config):
     )
     publish_mode = EnvChoiceParameter(
         env="DUCKDB_PUBLISH_MODE",
-        default="swap",
-        choices=["swap", "inplace"],
-        description="swap: work on home_energy.next.duckdb and rename it in (readers keep the "
-        "old file); inplace: one transaction in the live file",
+        default=DEFAULT_PUBLISH_MODE,
+        choices=list(PUBLISH_MODES),
+        description="swap: work on home_energy.next.duckdb copied from the live file and rename "
+        "it in (readers keep the old file; each publish copies the history); alternate: two "
+        "files take turns behind a symbolic link, each publish copies only what changed; "
+        "inplace: one transaction in the live file",
     )
     duckdb_memory_limit = EnvParameter(
         env="DUCKDB_MEMORY_LIMIT",

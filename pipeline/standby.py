@@ -13,18 +13,20 @@ follows what changed, not the history:
   them in ways a day list cannot follow (tables over everything, incremental windows);
 - views by their definition, and objects the live file does not have are dropped.
 
-A day is the local date of `ts_jst` (the pipeline time zone's wall clock, as `load_day` cuts
-days), and `partition_date` of the markers.
+A day is `partition_date` in the markers and `warehouse.day_rows` in the raw table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import date
 from pathlib import Path
 
 import duckdb
 
 from pipeline.schema import MARKER_TABLE, RAW_COLUMN_LIST, RAW_TABLE
+from pipeline.warehouse import day_rows
 
 # The live file as the standby's connection sees it while it catches up.
 LIVE = "live_file"
@@ -33,30 +35,50 @@ LIVE = "live_file"
 def catch_up(con: duckdb.DuckDBPyConnection, live: Path) -> list[date]:
     """Make the database of `con` equal to the `live` file, in one transaction; the raw days
     it copied."""
+    with _attached(con, live) as here:
+        con.execute("begin transaction")
+        try:
+            by_day = _days_comparable(con, here)
+            days = differing_days(con, here) if by_day else []
+            for day in days:
+                _copy_day(con, here, day)
+            for schema, table in _tables(con, LIVE):
+                if not by_day or (schema, table) != ("main", RAW_TABLE):
+                    _copy_table(con, here, schema, table)
+            _drop_missing(con, here)
+            _copy_views(con, here)
+            con.execute("commit")
+        except BaseException:
+            with suppress(duckdb.Error):  # a failed commit has already ended the transaction
+                con.execute("rollback")
+            raise
+    return days
+
+
+def changed_days(con: duckdb.DuckDBPyConnection, live: Path) -> list[date]:
+    """The raw days the database of `con` holds differently from the `live` file."""
+    with _attached(con, live) as here:
+        return differing_days(con, here) if _days_comparable(con, here) else []
+
+
+@contextmanager
+def _attached(con: duckdb.DuckDBPyConnection, live: Path) -> Iterator[str]:
+    """The live file attached read-only as LIVE; yields the name of `con`'s own database."""
     here = con.execute("select current_database()").fetchone()[0]
     con.execute(f"attach '{live}' as {LIVE} (read_only)")
     try:
-        con.execute("begin transaction")
-        by_day = all(
-            (("main", table) in _tables(con, db))
-            for table in (RAW_TABLE, MARKER_TABLE)
-            for db in (here, LIVE)
-        )
-        days = differing_days(con, here) if by_day else []
-        for day in days:
-            _copy_day(con, here, day)
-        for schema, table in _tables(con, LIVE):
-            if not by_day or (schema, table) != ("main", RAW_TABLE):
-                _copy_table(con, here, schema, table)
-        _drop_missing(con, here)
-        _copy_views(con, here)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        yield here
     finally:
         con.execute(f"detach {LIVE}")
-    return days
+
+
+def _days_comparable(con: duckdb.DuckDBPyConnection, here: str) -> bool:
+    """Both files have the raw and marker tables (a database a test made may not)."""
+    return all(
+        ("main", table) in _tables(con, database)
+        for table in (RAW_TABLE, MARKER_TABLE)
+        for database in (here, LIVE)
+    )
 
 
 def differing_days(con: duckdb.DuckDBPyConnection, here: str) -> list[date]:
@@ -73,17 +95,11 @@ def differing_days(con: duckdb.DuckDBPyConnection, here: str) -> list[date]:
     return [day for (day,) in rows]
 
 
-def day_filter(day: date) -> tuple[str, list]:
-    """The rows of one local day (zone maps on ts_jst keep it from scanning the history)."""
-    return "ts_jst >= ?::timestamp and ts_jst < ?::timestamp + interval 1 day", [day, day]
-
-
 def _copy_day(con: duckdb.DuckDBPyConnection, here: str, day: date) -> None:
-    where, params = day_filter(day)
+    where, params = day_rows(day)
     con.execute(f'delete from "{here}".main.{RAW_TABLE} where {where}', params)
     con.execute(
         f'insert into "{here}".main.{RAW_TABLE} ({RAW_COLUMN_LIST}) '
-
         f"select {RAW_COLUMN_LIST} from {LIVE}.main.{RAW_TABLE} where {where}",
         params,
     )
