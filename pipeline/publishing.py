@@ -176,7 +176,9 @@ class Warehouse:
         con = self._open_standby(standby) if standby.exists() else None
         if con is not None:
             with con:
-                return catch_up(con, live)
+                copied = catch_up(con, live)
+            failpoint("publish.caught_up")
+            return copied
         self._check_merged(live)
         staged = sibling(self.live, "copying")
         _remove_db(staged)
