@@ -10,6 +10,11 @@
     {%- if not is_incremental() -%}
         {{ return(none) }}
     {%- endif -%}
+    {{ return(requested_days()) }}
+{% endmacro %}
+
+{#- The days the run was given (vars or environment, as loaded_days), incremental or not. -#}
+{% macro requested_days() %}
     {%- set start_date = var('start_date') or env_var('HOME_ENERGY_START_DATE', '') or none -%}
     {%- if start_date is none -%}
         {{ return(none) }}
