@@ -193,6 +193,7 @@ class Warehouse:
         """A writable connection to the standby, or None when it cannot be had: a reader still
         holds it after STANDBY_WAIT_S, or it does not open (then it is copied afresh)."""
         deadline = time.monotonic() + STANDBY_WAIT_S
+        waiting = False
         while True:
             try:
                 return duckdb.connect(str(standby))
@@ -207,6 +208,9 @@ class Warehouse:
                         self.live.name,
                     )
                     return None
+                if not waiting:
+                    logger.info("waiting for a reader to let go of %s", standby.name)
+                    waiting = True
                 time.sleep(0.2)
 
     def _check_merged(self, path: Path) -> None:
