@@ -175,12 +175,13 @@ def test_a_long_lived_reader_sees_each_publish_and_lets_the_writer_catch_up(
     with reader.cursor() as con:  # a request in flight while the pipeline publishes
         publish_elsewhere(live, FIRST + timedelta(days=2), 30)
         assert con.execute("select count(*) from daily").fetchone()[0] == 2  # its snapshot
-    assert days_seen() == 3
-    time.sleep(3)  # idle: the reader lets go of the file it no longer needs (once a second)
-    writer = publish_elsewhere(live, FIRST + timedelta(days=3), 40)  # writes the file it held
+    assert days_seen() == 3  # the reader now holds the live file
+    publish_elsewhere(live, FIRST + timedelta(days=3), 40)  # and no request comes after it
+    time.sleep(3)  # idle: the reader lets go of the replaced file (it looks once a second)
+    writer = publish_elsewhere(live, FIRST + timedelta(days=4), 50)  # writes the file it held
     assert "waiting for a reader" not in writer.stderr
     assert "caught up" in writer.stderr and "copying" not in writer.stderr
-    assert days_seen() == 4
+    assert days_seen() == 5
     reader.close()
 
 
