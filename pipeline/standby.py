@@ -106,17 +106,44 @@ def _copy_day(con: duckdb.DuckDBPyConnection, here: str, day: date) -> None:
 
 
 def _copy_table(con: duckdb.DuckDBPyConnection, here: str, schema: str, table: str) -> None:
-    """Replace a table by the live one: its rows, and its definition unless that is the same
-    (the marker table keeps its primary key)."""
+    """Make a table equal to the live one, rewriting only what differs: the dates that differ
+    in a table by `date_jst` (the incremental marts), else the whole table if it differs at
+    all (the marker rows keep their primary key); a table defined differently is made anew."""
     name, mine = f'"{schema}"."{table}"', f'"{here}"."{schema}"."{table}"'
     con.execute(f'create schema if not exists "{here}"."{schema}"')
-    if _columns(con, here, schema, table) == _columns(con, LIVE, schema, table):
-        con.execute(f"delete from {mine}")
-        con.execute(f"insert into {mine} select * from {LIVE}.{name}")
-    else:
+    columns = _columns(con, here, schema, table)
+    if columns != _columns(con, LIVE, schema, table):
         con.execute(f"drop table if exists {mine}")
         con.execute(f"drop view if exists {mine}")
         con.execute(f"create table {mine} as select * from {LIVE}.{name}")
+    elif ("date_jst", "DATE") in columns and None not in (
+        dates := _differing(con, mine, f"{LIVE}.{name}", by="date_jst")
+    ):
+        if dates:
+            con.execute(f"delete from {mine} where date_jst in (select unnest(?))", [dates])
+            con.execute(
+                f"insert into {mine} select * from {LIVE}.{name} "
+                "where date_jst in (select unnest(?))",
+                [dates],
+            )
+    elif _differing(con, mine, f"{LIVE}.{name}", by="null"):
+        con.execute(f"delete from {mine}")
+        con.execute(f"insert into {mine} select * from {LIVE}.{name}")
+
+
+def _differing(con: duckdb.DuckDBPyConnection, mine: str, live: str, *, by: str) -> list:
+    """The values of `by` whose rows differ between two tables of the same columns, compared
+    by a sum of row hashes (a multiset digest: reading both is far cheaper than rewriting)."""
+    digest = (
+        "select {by} as k, count(*) as n, sum(hash(t)::hugeint) as h from {table} as t group by 1"
+    )
+    rows = con.execute(
+        f"select distinct k from (({digest.format(by=by, table=mine)}) "
+        f"except ({digest.format(by=by, table=live)}) "
+        f"union all (({digest.format(by=by, table=live)}) "
+        f"except ({digest.format(by=by, table=mine)})))"
+    ).fetchall()
+    return [k for (k,) in rows]
 
 
 def _drop_missing(con: duckdb.DuckDBPyConnection, here: str) -> None:

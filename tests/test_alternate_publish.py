@@ -48,10 +48,12 @@ def publish_day(live: Path, mode: str, day: date, readings: int) -> None:
             row_count=readings,
             fingerprint=f"{day}/{readings}",
         )
+        # A mart by date_jst (copied by the dates that differ) and a table over everything.
         con.execute(
-            "create or replace table daily as select cast(ts_jst as date) as day, count(*) as n "
-            f"from {RAW_TABLE} group by all"
+            "create or replace table daily as select cast(ts_jst as date) as date_jst, "
+            f"count(*) as n from {RAW_TABLE} group by all"
         )
+        con.execute(f"create or replace table total as select count(*) as n from {RAW_TABLE}")
         con.execute("create or replace view busy_days as select * from daily where n > 100")
 
 
