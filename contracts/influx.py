@@ -6,11 +6,12 @@ compatibility API (a token, sent as `Authorization: Token ...`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from influxdb import InfluxDBClient
+
+from contracts.settings import Environment
 
 SOURCE_TAG = "source"
 
@@ -27,18 +28,21 @@ class InfluxSettings:
     verify_ssl: bool = True
 
     @classmethod
-    def from_env(cls, **overrides: object) -> InfluxSettings:
-        """Settings from the contract's environment variables; unset ones keep the defaults."""
-        env = {
-            "url": os.environ.get("INFLUX_URL"),
-            "database": os.environ.get("INFLUX_BUCKET"),
-            "measurement": os.environ.get("INFLUX_MEASUREMENT"),
-            "token": os.environ.get("INFLUX_TOKEN"),
-            "username": os.environ.get("INFLUX_USERNAME"),
-            "password": os.environ.get("INFLUX_PASSWORD"),
-        }
-        values = {k: v for k, v in env.items() if v} | overrides
-        return cls(**values)  # type: ignore[arg-type]
+    def from_env(cls, env: Environment) -> InfluxSettings:
+        """The connection from the contract's variables (design.md section 7); unset: defaults.
+
+        The pipeline reads the same names through `pipeline.config.influx` (luigi.cfg, the
+        environment, flags), with these defaults.
+        """
+        return cls(
+            url=env.text("INFLUX_URL", cls.url),
+            database=env.text("INFLUX_BUCKET", cls.database),
+            measurement=env.text("INFLUX_MEASUREMENT", cls.measurement),
+            token=env.optional("INFLUX_TOKEN"),
+            username=env.optional("INFLUX_USERNAME"),
+            password=env.optional("INFLUX_PASSWORD"),
+            verify_ssl=env.flag("INFLUX_VERIFY_SSL", cls.verify_ssl),
+        )
 
     def __repr__(self) -> str:
         # Never let a token or password reach a log line through repr().

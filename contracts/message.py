@@ -1,26 +1,29 @@
 """The reading message contract (design.md section 1): build, serialize and validate readings.
 
-The edge builds `Reading`s and turns them into payloads with `to_payload`/`to_payloads`; the
-gateway turns payloads back into readings with `parse_payload`, which never raises on input:
-every element it cannot accept comes back as a `Rejected` with a reason a person can act on.
+The edge builds `Reading`s and turns them into payloads with `to_payload`; the gateway turns
+payloads back into readings with `parse_payload`, which never raises on input: every element
+it cannot accept comes back as a `Rejected` with a reason a person can act on.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from contracts.settings import Environment, SettingError
+
 DEFAULT_TOPIC = "home/power"
+DEFAULT_SOURCE = "meter1"
 MEASUREMENT_FIELDS = ("instant_power_w", "energy_import_kwh", "energy_export_kwh")
 CUMULATIVE_FIELDS = ("energy_import_kwh", "energy_export_kwh")
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# A day of readings every 10 s is ~1.3 MB as one array; the edge splits replays with
-# `to_payloads`, so a bigger payload is a publisher bug (or an attack), not data.
+# A day of readings every 10 s is ~1.3 MB as one array; the edge's publisher sends a replay in
+# arrays of at most its batch_size (500, ~50 kB), so a bigger payload is a publisher bug (or an
+# attack), not data.
 MAX_PAYLOAD_BYTES = 256 * 1024
 # How far ahead of the gateway's clock a reading may be: NTP keeps both within a second,
 # so anything beyond this is a wrong clock whose points would sort after all real ones.
@@ -37,11 +40,11 @@ class InvalidReading(ValueError):
     """A reading (or a payload) that breaks the contract; the message is the reason."""
 
 
-def default_source() -> str:
-    """`SOURCE_DEFAULT` from the environment (default meter1), checked against the pattern."""
-    source = os.environ.get("SOURCE_DEFAULT") or "meter1"
+def source_setting(env: Environment) -> str:
+    """`SOURCE_DEFAULT` (default meter1): the source of readings that name none."""
+    source = env.text("SOURCE_DEFAULT", DEFAULT_SOURCE)
     if not SOURCE_PATTERN.fullmatch(source):
-        raise InvalidReading(f"SOURCE_DEFAULT {source!r} does not match {SOURCE_PATTERN.pattern}")
+        raise SettingError(f"SOURCE_DEFAULT must match {SOURCE_PATTERN.pattern}, got {source!r}")
     return source
 
 
@@ -161,21 +164,6 @@ def to_payload(readings: Reading | Sequence[Reading]) -> bytes:
     return _encode([r.to_json_obj() for r in readings])
 
 
-def to_payloads(readings: Iterable[Reading], max_bytes: int = MAX_PAYLOAD_BYTES) -> Iterator[bytes]:
-    """JSON arrays of the readings, in order, each at most `max_bytes` (for a replay)."""
-    parts: list[bytes] = []
-    size = 2  # the brackets
-    for reading in readings:
-        part = _encode(reading.to_json_obj())
-        if parts and size + 1 + len(part) > max_bytes:
-            yield b"[" + b",".join(parts) + b"]"
-            parts, size = [], 2
-        parts.append(part)
-        size += len(part) + (1 if len(parts) > 1 else 0)
-    if parts:
-        yield b"[" + b",".join(parts) + b"]"
-
-
 # --- validation ------------------------------------------------------------------------
 
 
@@ -221,14 +209,14 @@ def parse_payload(
     topic: str | None = None,
     *,
     base_topic: str = DEFAULT_TOPIC,
-    fallback_source: str | None = None,
+    fallback_source: str = DEFAULT_SOURCE,
     now: datetime | None = None,
     max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> ParsedPayload:
     """The good readings of a payload (object or array) and the rejected parts with reasons.
 
     The source of a reading is its `source` field, else the topic suffix, else
-    `fallback_source` (default: `SOURCE_DEFAULT`). Never raises on bad input.
+    `fallback_source` (the reader's `SOURCE_DEFAULT`). Never raises on bad input.
     """
     raw = payload.encode() if isinstance(payload, str) else payload
     if len(raw) > max_bytes:
@@ -241,7 +229,7 @@ def parse_payload(
         topic_source = source_from_topic(topic, base_topic)
     except InvalidReading as exc:
         return _whole(str(exc))
-    source = topic_source or fallback_source or default_source()
+    source = topic_source or fallback_source
     now = now or datetime.now(UTC)
 
     if isinstance(document, list):

@@ -8,7 +8,6 @@ password percent-encoded); `MQTT_TLS_CA_CERT` is the CA that signed the broker's
 
 from __future__ import annotations
 
-import os
 import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -19,6 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from contracts.message import DEFAULT_TOPIC
+from contracts.settings import Environment
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -68,23 +68,20 @@ class MqttSettings:
         )
 
     @classmethod
-    def from_env(cls, default_client_id: str, default_protocol: str = "3.1.1") -> MqttSettings:
+    def from_env(
+        cls, env: Environment, default_client_id: str, default_protocol: str = "3.1.1"
+    ) -> MqttSettings:
         """MQTT_BROKER_URL, MQTT_TLS_CA_CERT, MQTT_TOPIC, MQTT_CLIENT_ID, MQTT_PROTOCOL.
 
         The edge passes `default_protocol="5"`: only MQTT 5 carries a reason code in the
         PUBACK, so only then can a publish the broker refused be told from a delivered one.
         """
-        protocol = os.environ.get("MQTT_PROTOCOL") or default_protocol
-        if protocol not in PROTOCOLS:
-            raise ValueError(
-                f"MQTT_PROTOCOL must be one of {', '.join(PROTOCOLS)}, got {protocol!r}"
-            )
         return cls.from_url(
-            os.environ.get("MQTT_BROKER_URL") or DEFAULT_BROKER_URL,
-            ca_cert=os.environ.get("MQTT_TLS_CA_CERT") or None,
-            topic=os.environ.get("MQTT_TOPIC") or DEFAULT_TOPIC,
-            client_id=os.environ.get("MQTT_CLIENT_ID") or default_client_id,
-            protocol=protocol,
+            env.text("MQTT_BROKER_URL", DEFAULT_BROKER_URL),
+            ca_cert=env.optional("MQTT_TLS_CA_CERT"),
+            topic=env.text("MQTT_TOPIC", DEFAULT_TOPIC),
+            client_id=env.text("MQTT_CLIENT_ID", default_client_id),
+            protocol=env.choice("MQTT_PROTOCOL", default_protocol, list(PROTOCOLS)),
         )
 
     def __repr__(self) -> str:

@@ -1,20 +1,16 @@
-"""How the pipeline publishes the DuckDB file, as its readers need to know (design.md section 4).
+"""The DuckDB file's writers' lock, as its readers need to know it (design.md section 4).
 
 Standard library only: the pipeline's writer (`pipeline/publishing.py`) and the gateway's
-long-lived reader (`gateway/warehouse_reader.py`) agree here on the modes and on the writers'
-lock file.
+reader (`gateway/warehouse_reader.py`, inplace mode) agree here on the lock file the writers
+take (their renames go around DuckDB's own lock). The publish modes are settings
+(`contracts.settings.PUBLISH_MODES`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-# DUCKDB_PUBLISH_MODE: swap renames a new file over the live one; alternate points the live
-# name (a symbolic link) at the other of two files; inplace changes the live file itself.
-PUBLISH_MODES = ("swap", "alternate", "inplace")
-DEFAULT_PUBLISH_MODE = "swap"
-
 
 def writer_lock_path(live: Path) -> Path:
-    """The lock file the pipeline's writers take (the swaps go around DuckDB's own lock)."""
+    """The lock file the pipeline's writers take."""
     return live.with_name(live.name + ".lock")

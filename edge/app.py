@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import threading
@@ -20,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import serial
 
-from contracts.message import Reading, default_source, format_ts, parse_ts
+from contracts.message import Reading, format_ts, parse_ts, source_setting
 from contracts.mqtt import MqttSettings
+from contracts.settings import Environment, SettingError
 from edge import echonet as el
 from edge.credentials import Credentials
 from edge.meter import CUMULATIVE, FIELD_PROPERTIES, Meter, parse_fields
@@ -66,42 +65,58 @@ class EdgeConfig:
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
 
     @classmethod
-    def from_env(cls) -> EdgeConfig:
-        env = os.environ
-        if not env.get("EDGE_SERIAL_PORT"):
-            raise ValueError("set EDGE_SERIAL_PORT (e.g. /dev/ttyUSB0, or the simulator's pty)")
-        poll = float(env.get("EDGE_POLL_SECONDS") or cls.poll_seconds)
-        if poll <= 0:
-            raise ValueError(f"EDGE_POLL_SECONDS must be positive, got {poll}")
-        module = env.get("EDGE_MODULE") or cls.module
+    def from_env(cls, env: Environment) -> EdgeConfig:
+        serial_port = env.optional("EDGE_SERIAL_PORT")
+        if not serial_port:
+            raise SettingError("set EDGE_SERIAL_PORT (e.g. /dev/ttyUSB0, or the simulator's pty)")
+        module = env.text("EDGE_MODULE", cls.module)
         module_family(module)  # fail at start on a typo, not at the first connect
         return cls(
-            serial_port=env["EDGE_SERIAL_PORT"],
+            serial_port=serial_port,
             module=module,
-            poll_seconds=poll,
-            outbox_path=Path(env.get("EDGE_OUTBOX_PATH") or cls.outbox_path),
-            outbox_max_readings=int(env.get("EDGE_OUTBOX_MAX_READINGS") or DEFAULT_MAX_READINGS),
-            fields=parse_fields(env.get("EDGE_PROPERTIES") or ",".join(FIELD_PROPERTIES)),
-            source=default_source(),
-            request_spacing_s=float(
-                env.get("EDGE_REQUEST_SPACING_SECONDS") or Settings.request_spacing_s
+            poll_seconds=env.number("EDGE_POLL_SECONDS", cls.poll_seconds),
+            outbox_path=outbox_path(env),
+            outbox_max_readings=env.integer("EDGE_OUTBOX_MAX_READINGS", DEFAULT_MAX_READINGS),
+            fields=parse_fields(env.text("EDGE_PROPERTIES", ",".join(FIELD_PROPERTIES))),
+            source=source_setting(env),
+            request_spacing_s=env.number(
+                "EDGE_REQUEST_SPACING_SECONDS", Settings.request_spacing_s, zero=True
             ),
             recovery=RecoverySettings(
-                max_days=int(env.get("EDGE_RECOVERY_DAYS") or RecoverySettings.max_days),
-                requests_per_minute=float(
-                    env.get("EDGE_RECOVERY_REQUESTS_PER_MINUTE")
-                    or RecoverySettings.requests_per_minute
+                max_days=env.integer("EDGE_RECOVERY_DAYS", RecoverySettings.max_days, zero=True),
+                requests_per_minute=env.number(
+                    "EDGE_RECOVERY_REQUESTS_PER_MINUTE", RecoverySettings.requests_per_minute
                 ),
-                meter_tz=meter_zone(env.get("EDGE_METER_TZ") or "Asia/Tokyo"),
+                meter_tz=env.zone("EDGE_METER_TZ", RecoverySettings().meter_tz.key),
             ),
         )
 
 
-def meter_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-        raise ValueError(f"EDGE_METER_TZ {name!r} is not a time zone (e.g. Asia/Tokyo)") from None
+def outbox_path(env: Environment) -> Path:
+    """EDGE_OUTBOX_PATH: the edge and `python -m edge status` open the same outbox."""
+    return env.path("EDGE_OUTBOX_PATH", EdgeConfig.outbox_path)
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """Everything `python -m edge` reads from its environment, read once at start."""
+
+    config: EdgeConfig
+    credentials: Credentials
+    mqtt: MqttSettings
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Environment) -> EdgeSettings:
+        """Raises ValueError naming the variable and its bad value (never a secret)."""
+        return cls(
+            log_level=env.log_level("EDGE_LOG_LEVEL"),
+            config=EdgeConfig.from_env(env),
+            credentials=Credentials.from_env(env),
+            mqtt=MqttSettings.from_env(
+                env, default_client_id=f"edge-{socket.gethostname()}", default_protocol="5"
+            ),
+        )
 
 
 class EdgeLoop:
@@ -218,11 +233,8 @@ class EdgeLoop:
             )
 
 
-def run(config: EdgeConfig) -> None:
-    credentials = Credentials.from_env()
-    mqtt_settings = MqttSettings.from_env(
-        default_client_id=f"edge-{socket.gethostname()}", default_protocol="5"
-    )
+def run(settings: EdgeSettings) -> None:
+    config, mqtt_settings = settings.config, settings.mqtt
     outbox = Outbox(config.outbox_path, config.outbox_max_readings)
     publisher = Publisher(config.outbox_path, mqtt_settings).start()
     log.info(
@@ -235,8 +247,8 @@ def run(config: EdgeConfig) -> None:
         outbox.pending(),
     )
     with serial.Serial(config.serial_port, config.baudrate, timeout=0.05) as port:
-        settings = Settings(request_spacing_s=config.request_spacing_s)
-        driver = Driver(port, module_family(config.module), credentials, settings)
+        spacing = Settings(request_spacing_s=config.request_spacing_s)
+        driver = Driver(port, module_family(config.module), settings.credentials, spacing)
         loop = EdgeLoop(config, driver, outbox, publisher.wake)
         signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
         signal.signal(signal.SIGINT, lambda *_: loop.stop.set())
@@ -248,12 +260,11 @@ def run(config: EdgeConfig) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("EDGE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
-        config = EdgeConfig.from_env()
-    except ValueError as exc:  # one line, exit 2: systemd shows why it keeps restarting
+        settings = EdgeSettings.from_env(Environment())
+    except ValueError as exc:  # one line, exit 1: systemd shows why it keeps restarting
         raise SystemExit(f"edge: {exc}") from None
-    run(config)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(settings)

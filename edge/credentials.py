@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from contracts.settings import Environment
 
 # The utility issues a 32-character ID and a 12-character password (ASCII letters/digits).
 _ID = re.compile(r"[0-9A-Za-z]{32}")
@@ -34,16 +35,21 @@ class Credentials:
             )
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Credentials:
+    def from_env(cls, env: Environment) -> Credentials:
         """`BROUTE_ID`/`BROUTE_PASSWORD`, or the files named by `BROUTE_ID_FILE`/`..._FILE`."""
-        env = os.environ if env is None else env
-        return cls(_secret(env, "BROUTE_ID"), _secret(env, "BROUTE_PASSWORD"))
+        return cls(
+            _secret("BROUTE_ID", env.optional("BROUTE_ID"), env.optional("BROUTE_ID_FILE")),
+            _secret(
+                "BROUTE_PASSWORD",
+                env.optional("BROUTE_PASSWORD"),
+                env.optional("BROUTE_PASSWORD_FILE"),
+            ),
+        )
 
 
-def _secret(env: dict[str, str] | os._Environ[str], name: str) -> str:
-    if env.get(name):
-        return env[name].strip()
-    path = env.get(f"{name}_FILE")
+def _secret(name: str, value: str | None, path: str | None) -> str:
+    if value:
+        return value.strip()
     if path:
         try:
             return Path(path).read_text().strip()

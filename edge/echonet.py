@@ -27,8 +27,6 @@ GET_RES = 0x72
 GET_SNA = 0x52  # "service not available": the meter answered but without some values
 INF = 0x73
 INFC = 0x74
-INFC_RES = 0x7A
-RESPONSES = frozenset({GET_RES, GET_SNA, INF, INFC})
 ANSWERS = frozenset({GET_RES, GET_SNA, SET_RES, SETC_SNA})  # to one of our requests
 
 # Properties of class 0x0288
@@ -74,7 +72,6 @@ INSTANT_POWER_RANGE = (-0x7FFFFFFF, 0x7FFFFFFD)
 CUMULATIVE_MAX = 99_999_999
 COEFFICIENT_MAX = 999_999
 DIGITS_RANGE = (1, 8)
-NO_DATA_SIGNED = 0x7FFFFFFE
 NO_DATA_UNSIGNED = 0xFFFFFFFE
 
 _HEADER = struct.Struct(">HH3s3sBB")

@@ -67,8 +67,6 @@ class Recovery:
         self._paused_until = float("-inf")
         self.property_map: frozenset[int] | None = None
         self.meter_today: date | None = None
-        self.lost = 0  # half hours the meter no longer had (or never recorded)
-        self.recovered = 0  # registers published from the meter's memory since start
 
     # What is owed and when ----------------------------------------------------------
 
@@ -194,20 +192,13 @@ class Recovery:
         """Readings for the points after the watermark, oldest first; the newest with data."""
         readings: list[Reading] = []
         newest: datetime | None = None
-        missing = 0
         for ts, normal, reverse in points:
             if self.watermark is not None and ts <= self.watermark:
                 continue
             reading = self.meter.register_reading(ts, normal, reverse)
-            if reading is None:
-                missing += 1
-                continue
-            if newest is not None:
-                self.lost += missing  # a hole before data: the meter never had it
-            missing = 0
-            readings.append(reading)
-            newest = ts
-        self.recovered += len(readings)
+            if reading is not None:
+                readings.append(reading)
+                newest = ts
         return readings, newest
 
     def _skip_to(self, oldest_day: date) -> tuple[list[Reading], datetime | None]:
@@ -218,7 +209,6 @@ class Recovery:
             skipped,
             self.settings.max_days,
         )
-        self.lost += skipped
         return [], watermark
 
     # Pushes -------------------------------------------------------------------------

@@ -33,7 +33,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from contracts.settings import Environment
 from edge import echonet as el
+from edge.credentials import Credentials
 
 METER_MAC = "001D129012345678"
 METER_IP = "FE80:0000:0000:0000:021D:1290:1234:5678"  # SKLL64 of METER_MAC (U/L bit flipped)
@@ -641,8 +643,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     sim = ModuleSim(meter, args.module, faults)
     if args.check_credentials:
-        sim.expected_id = os.environ.get("BROUTE_ID")
-        sim.expected_password = os.environ.get("BROUTE_PASSWORD")
+        expected = Credentials.from_env(Environment())  # the edge's own variables
+        sim.expected_id, sim.expected_password = expected.route_b_id, expected.password
     server = PtyServer(sim)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     print(server.path, flush=True)

@@ -143,9 +143,6 @@ class ModuleFamily:
         """SKSENDTO up to the data: handle 1, encrypted (1), 4-hex-digit port and length."""
         return f"SKSENDTO 1 {ipaddr} {port:04X} 1{self.sendto_side} {length:04X} "
 
-    def sendto_arg_count(self) -> int:
-        return len(self.sendto_header("::", 0, 0).split()) - 1
-
     def parse_event(self, line: str) -> Event:
         tokens = line.split()
         if len(tokens) < 3 or tokens[0] != "EVENT":

@@ -9,13 +9,12 @@ driver could not parse, and whether the broker is refusing publishes (MQTT 5 rea
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 from contracts.message import format_ts, parse_ts
-from edge.app import LAST_READ_KEY, LINK_KEY, UNPARSED_KEY, EdgeConfig
+from contracts.settings import Environment
+from edge.app import LAST_READ_KEY, LINK_KEY, UNPARSED_KEY, outbox_path
 from edge.outbox import Outbox
 from edge.publisher import DELIVERY_KEY, REFUSAL_KEY
 from edge.recovery import RECOVERED_KEY
@@ -67,7 +66,7 @@ def status_lines(outbox: Outbox, now: datetime) -> list[str]:
 
 
 def main() -> int:
-    path = Path(os.environ.get("EDGE_OUTBOX_PATH") or EdgeConfig.outbox_path)
+    path = outbox_path(Environment())
     if not path.exists():
         print(f"edge status: no outbox at {path} (set EDGE_OUTBOX_PATH)", file=sys.stderr)
         return 2

@@ -7,16 +7,15 @@ otherwise take SIGTERM and re-raise it before the buffer is flushed and acknowle
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 
 import uvicorn
 
-from contracts.influx import InfluxSettings, make_client
-from contracts.message import default_source
-from contracts.mqtt import MqttSettings
+from contracts.influx import make_client
+from contracts.settings import Environment
 from gateway.api import create_app
 from gateway.deadletters import DeadLetters
 from gateway.influx_writer import InfluxWriter
@@ -25,47 +24,51 @@ from gateway.live_power import LivePowerPublisher
 from gateway.metrics import GatewayMetrics
 from gateway.page import PageSettings
 from gateway.queries import ReadingQueries
-from gateway.settings import DEFAULT_CLIENT_ID, GatewaySettings
+from gateway.settings import GatewaySettings
+from gateway.warehouse_reader import WarehouseReader
 
 log = logging.getLogger("gateway")
 
 WRITE_TIMEOUT_S = 10.0
 QUERY_TIMEOUT_S = 10.0
-PING_TIMEOUT_S = 2.0
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
-        settings = GatewaySettings.from_env()
-        mqtt_settings = MqttSettings.from_env(default_client_id=DEFAULT_CLIENT_ID)
-        influx = InfluxSettings.from_env()
-        fallback_source = default_source()  # a bad SOURCE_DEFAULT stops us here
-        page = PageSettings.from_env()
-    except ValueError as exc:
-        log.error("bad configuration: %s", exc)
+        settings = GatewaySettings.from_env(Environment())
+    except ValueError as exc:  # one line, exit 2: the service manager shows why
+        print(f"gateway: bad configuration: {exc}", file=sys.stderr)
         return 2
-    log.info("starting: %r %r %r %r", settings, mqtt_settings, influx, page.login)
-    if not settings.api_token and not page.login:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log.info("starting: %r %r %r %r", settings, settings.mqtt, settings.influx, settings.login)
+    if not settings.api_token and not settings.login:
         log.warning("no GATEWAY_API_TOKEN or GATEWAY_UI_PASSWORD: the API and page are open")
 
     metrics = GatewayMetrics()
     deadletters = DeadLetters(
         settings.deadletter_path, settings.deadletter_max_bytes, settings.deadletter_backups
     )
+    influx = settings.influx
     writer = InfluxWriter(
-        make_client(InfluxSettings.from_env(timeout_s=WRITE_TIMEOUT_S)), influx.measurement, metrics
+        make_client(replace(influx, timeout_s=WRITE_TIMEOUT_S)), influx.measurement, metrics
     )
-    gateway = Gateway(mqtt_settings, settings, writer, deadletters, metrics, fallback_source)
+    gateway = Gateway(
+        settings.mqtt, settings, writer, deadletters, metrics, settings.source_default
+    )
     if settings.homeassistant:
         gateway.on_stored = LivePowerPublisher(
             gateway.client, settings.homeassistant_power_seconds, settings.homeassistant_prefix
         ).offer
     queries = ReadingQueries(
-        make_client(InfluxSettings.from_env(timeout_s=QUERY_TIMEOUT_S)), influx.measurement
+        make_client(replace(influx, timeout_s=QUERY_TIMEOUT_S)), influx.measurement
+    )
+    page = PageSettings(
+        warehouse=WarehouseReader(settings.duckdb_path, settings.publish_mode),
+        reports_dir=settings.reports_dir,
+        zone=settings.zone,
+        login=settings.login,
     )
     app = create_app(gateway, queries, settings.api_token, page)
     server = uvicorn.Server(

@@ -17,7 +17,6 @@ import getpass
 import hashlib
 import hmac
 import html
-import os
 import secrets
 import sys
 import time
@@ -76,29 +75,6 @@ class LoginSettings:
     password_hash: str = field(repr=False)
     cookie_secure: str = "auto"  # auto: Secure when the request came over https
     session_days: float = 30.0
-
-    @classmethod
-    def from_env(cls) -> LoginSettings | None:
-        """From GATEWAY_UI_PASSWORD_HASH or GATEWAY_UI_PASSWORD; None when neither is set."""
-        encoded = os.environ.get("GATEWAY_UI_PASSWORD_HASH")
-        plain = os.environ.get("GATEWAY_UI_PASSWORD")
-        if encoded:
-            check_hash_format(encoded)
-        elif plain:
-            encoded = hash_password(plain, PLAIN_PASSWORD_SALT)
-        else:
-            return None
-        secure = (os.environ.get("GATEWAY_COOKIE_SECURE") or "auto").lower()
-        if secure not in ("auto", "true", "false"):
-            raise ValueError(f"GATEWAY_COOKIE_SECURE must be auto, true or false, got {secure!r}")
-        days_text = os.environ.get("GATEWAY_SESSION_DAYS") or str(cls.session_days)
-        try:
-            days = float(days_text)
-        except ValueError:
-            days = 0.0
-        if days <= 0:
-            raise ValueError(f"GATEWAY_SESSION_DAYS must be a positive number, got {days_text!r}")
-        return cls(encoded, secure, days)
 
     def __repr__(self) -> str:
         return f"LoginSettings(secure_cookie={self.cookie_secure}, days={self.session_days})"

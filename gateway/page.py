@@ -7,7 +7,6 @@ or being replaced answers 503 with a state the page shows ("no data yet", "updat
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -47,16 +46,6 @@ class PageSettings:
     reports_dir: Path
     zone: ZoneInfo
     login: LoginSettings | None
-
-    @classmethod
-    def from_env(cls) -> PageSettings:
-        """DUCKDB_PATH, DUCKDB_PUBLISH_MODE, REPORTS_DIR, TZ and the sign-in settings."""
-        return cls(
-            warehouse=WarehouseReader.from_env(),
-            reports_dir=Path(os.environ.get("REPORTS_DIR") or "data/reports"),
-            zone=ZoneInfo(os.environ.get("TZ") or "Asia/Tokyo"),
-            login=LoginSettings.from_env(),
-        )
 
 
 def _report_link(reports_dir: Path, kind: str, name: str) -> str | None:

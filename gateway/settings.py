@@ -1,40 +1,32 @@
-"""The gateway's own settings (design.md section 7 plus the tuning knobs), from the environment."""
+"""The gateway's settings: every variable `python -m gateway` reads, read once at start.
+
+`GatewaySettings.from_env` is the gateway's one reader of the environment (README, Settings);
+`gateway.__main__` passes the values down to the parts that use them.
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from contracts.homeassistant import DISCOVERY_PREFIX
+from contracts.influx import InfluxSettings
+from contracts.message import DEFAULT_SOURCE, source_setting
+from contracts.mqtt import MqttSettings
+from contracts.settings import (
+    DUCKDB_PATH_DEFAULT,
+    PUBLISH_MODES,
+    REPORTS_DIR_DEFAULT,
+    TZ_DEFAULT,
+    Environment,
+)
+from gateway.auth import PLAIN_PASSWORD_SALT, LoginSettings, check_hash_format, hash_password
 
 DEFAULT_CLIENT_ID = "home-energy-gateway"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def _positive(name: str, default: float, kind: type = float) -> float:
-    raw = _env(name, str(default))
-    try:
-        value = kind(raw)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {raw!r}")
-    return value
-
-
-def _flag(name: str, default: bool) -> bool:
-    raw = _env(name, str(default).lower())
-    if raw.lower() not in ("true", "false"):
-        raise ValueError(f"{name} must be true or false, got {raw!r}")
-    return raw.lower() == "true"
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GatewaySettings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -57,31 +49,53 @@ class GatewaySettings:
     homeassistant: bool = False
     homeassistant_prefix: str = DISCOVERY_PREFIX
     homeassistant_power_seconds: float = 10.0
+    # The connections and what the page reads.
+    mqtt: MqttSettings
+    influx: InfluxSettings
+    source_default: str = DEFAULT_SOURCE
+    duckdb_path: Path = Path(DUCKDB_PATH_DEFAULT)
+    publish_mode: str = PUBLISH_MODES[0]
+    reports_dir: Path = Path(REPORTS_DIR_DEFAULT)
+    zone: ZoneInfo
+    login: LoginSettings | None = None
+    log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls) -> GatewaySettings:
-        batch_size = int(_positive("GATEWAY_BATCH_SIZE", cls.batch_size, int))
+    def from_env(cls, env: Environment) -> GatewaySettings:
+        """Every setting from `env`; raises ValueError naming the variable and its bad value."""
+        batch_size = env.integer("GATEWAY_BATCH_SIZE", cls.batch_size)
         return cls(
-            api_host=_env("GATEWAY_API_HOST", cls.api_host),
-            api_port=int(_positive("GATEWAY_API_PORT", cls.api_port, int)),
-            api_token=os.environ.get("GATEWAY_API_TOKEN") or None,
-            deadletter_path=Path(_env("GATEWAY_DEADLETTER_PATH", str(cls.deadletter_path))),
-            deadletter_max_bytes=int(
-                _positive("GATEWAY_DEADLETTER_MAX_BYTES", cls.deadletter_max_bytes, int)
+            api_host=env.text("GATEWAY_API_HOST", cls.api_host),
+            api_port=env.integer("GATEWAY_API_PORT", cls.api_port),
+            api_token=env.optional("GATEWAY_API_TOKEN"),
+            deadletter_path=env.path("GATEWAY_DEADLETTER_PATH", cls.deadletter_path),
+            deadletter_max_bytes=env.integer(
+                "GATEWAY_DEADLETTER_MAX_BYTES", cls.deadletter_max_bytes
             ),
             batch_size=batch_size,
-            flush_seconds=_positive("GATEWAY_FLUSH_SECONDS", cls.flush_seconds),
-            flush_idle_seconds=_positive("GATEWAY_FLUSH_IDLE_SECONDS", cls.flush_idle_seconds),
+            flush_seconds=env.number("GATEWAY_FLUSH_SECONDS", cls.flush_seconds),
+            flush_idle_seconds=env.number("GATEWAY_FLUSH_IDLE_SECONDS", cls.flush_idle_seconds),
             buffer_readings=max(
-                2 * batch_size, int(_positive("GATEWAY_BUFFER_READINGS", cls.buffer_readings, int))
+                2 * batch_size, env.integer("GATEWAY_BUFFER_READINGS", cls.buffer_readings)
             ),
-            retry_max_seconds=_positive("GATEWAY_RETRY_MAX_SECONDS", cls.retry_max_seconds),
-            shutdown_seconds=_positive("GATEWAY_SHUTDOWN_SECONDS", cls.shutdown_seconds),
-            homeassistant=_flag("HOMEASSISTANT_ENABLED", cls.homeassistant),
-            homeassistant_prefix=_env("HOMEASSISTANT_DISCOVERY_PREFIX", cls.homeassistant_prefix),
-            homeassistant_power_seconds=_positive(
+            retry_max_seconds=env.number("GATEWAY_RETRY_MAX_SECONDS", cls.retry_max_seconds),
+            shutdown_seconds=env.number("GATEWAY_SHUTDOWN_SECONDS", cls.shutdown_seconds),
+            homeassistant=env.flag("HOMEASSISTANT_ENABLED", cls.homeassistant),
+            homeassistant_prefix=env.text(
+                "HOMEASSISTANT_DISCOVERY_PREFIX", cls.homeassistant_prefix
+            ),
+            homeassistant_power_seconds=env.number(
                 "GATEWAY_HOMEASSISTANT_POWER_SECONDS", cls.homeassistant_power_seconds
             ),
+            mqtt=MqttSettings.from_env(env, default_client_id=DEFAULT_CLIENT_ID),
+            influx=InfluxSettings.from_env(env),
+            source_default=source_setting(env),
+            duckdb_path=env.path("DUCKDB_PATH", cls.duckdb_path),
+            publish_mode=env.choice("DUCKDB_PUBLISH_MODE", cls.publish_mode, PUBLISH_MODES),
+            reports_dir=env.path("REPORTS_DIR", cls.reports_dir),
+            zone=env.zone("TZ", TZ_DEFAULT),
+            login=login_settings(env),
+            log_level=env.log_level("GATEWAY_LOG_LEVEL"),
         )
 
     def __repr__(self) -> str:
@@ -92,3 +106,20 @@ class GatewaySettings:
             f"flush_seconds={self.flush_seconds}, buffer_readings={self.buffer_readings}, "
             f"homeassistant={self.homeassistant})"
         )
+
+
+def login_settings(env: Environment) -> LoginSettings | None:
+    """From GATEWAY_UI_PASSWORD_HASH or GATEWAY_UI_PASSWORD; None when neither is set."""
+    encoded = env.optional("GATEWAY_UI_PASSWORD_HASH")
+    plain = env.optional("GATEWAY_UI_PASSWORD")
+    if encoded:
+        check_hash_format(encoded)
+    elif plain:
+        encoded = hash_password(plain, PLAIN_PASSWORD_SALT)
+    else:
+        return None
+    return LoginSettings(
+        encoded,
+        env.choice("GATEWAY_COOKIE_SECURE", LoginSettings.cookie_secure, ("auto", "true", "false")),
+        env.number("GATEWAY_SESSION_DAYS", LoginSettings.session_days),
+    )

@@ -25,7 +25,6 @@ half-copied file) is "updating". Neither is an error of the server.
 from __future__ import annotations
 
 import fcntl
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +34,8 @@ from typing import Any
 
 import duckdb
 
-from contracts.warehouse import DEFAULT_PUBLISH_MODE, PUBLISH_MODES, writer_lock_path
+from contracts.settings import PUBLISH_MODES
+from contracts.warehouse import writer_lock_path
 
 NO_DATA = "no_data"
 UPDATING = "updating"
@@ -78,7 +78,7 @@ class FileIdentity:
 class WarehouseReader:
     """Read-only cursors on the live DuckDB file, always of the latest published file."""
 
-    def __init__(self, live: Path, publish_mode: str = DEFAULT_PUBLISH_MODE) -> None:
+    def __init__(self, live: Path, publish_mode: str = PUBLISH_MODES[0]) -> None:
         if publish_mode not in PUBLISH_MODES:
             raise ValueError(
                 f"DUCKDB_PUBLISH_MODE must be one of {', '.join(PUBLISH_MODES)}, "
@@ -92,14 +92,6 @@ class WarehouseReader:
         self._users = 0
         self._remembered: dict[str, Any] = {}
         self._stop_watching: threading.Event | None = None
-
-    @classmethod
-    def from_env(cls) -> WarehouseReader:
-        """The file and mode the pipeline publishes (DUCKDB_PATH, DUCKDB_PUBLISH_MODE)."""
-        return cls(
-            Path(os.environ.get("DUCKDB_PATH") or "data/duckdb/home_energy.duckdb"),
-            os.environ.get("DUCKDB_PUBLISH_MODE") or DEFAULT_PUBLISH_MODE,
-        )
 
     @property
     def lock_path(self) -> Path:

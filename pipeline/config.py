@@ -3,36 +3,93 @@
 Precedence, highest first: the command line (`--influx-url ...`), the environment variable of the
 contract (`INFLUX_URL`), luigi.cfg, the default here. The environment hook sits where Luigi reads
 a parameter's config value, so everything else (parsing, visibility, the CLI) stays Luigi's.
+A value that cannot be parsed stops the run with one line and exit code 2, as a bad flag does:
+Luigi would otherwise wrap it in a traceback, or in the failure of whichever task read it first.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from pathlib import Path
+from typing import NoReturn
 from zoneinfo import ZoneInfo
 
 import luigi
+from luigi.cmdline_parser import CmdlineParser
 from luigi.parameter import ParameterVisibility
 
 from contracts.homeassistant import DISCOVERY_PREFIX
 from contracts.influx import InfluxSettings
+from contracts.message import DEFAULT_SOURCE
 from contracts.mqtt import MqttSettings
-from contracts.warehouse import DEFAULT_PUBLISH_MODE, PUBLISH_MODES
+from contracts.settings import (
+    DUCKDB_PATH_DEFAULT,
+    PUBLISH_MODES,
+    REPORTS_DIR_DEFAULT,
+    TZ_DEFAULT,
+    SettingError,
+    parse_bool,
+    parse_choice,
+    parse_float,
+    parse_int,
+    parse_zone,
+)
 from pipeline.errors import PipelineError
 
 
-class _EnvOverride:
-    """Mixin for a Luigi parameter whose config value an environment variable overrides."""
+def refuse(message: str) -> NoReturn:
+    """Stop the process: a setting is wrong, and no task can run right with it."""
+    print(f"pipeline: bad configuration: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
-    def __init__(self, *args: object, env: str, **kwargs: object) -> None:
-        self.env = env
+
+class _EnvOverride:
+    """Mixin for a Luigi parameter whose config value an environment variable overrides.
+
+    `env` names the variable, or several, the first one set winning (AWS_REGION before
+    AWS_DEFAULT_REGION). A value the parameter cannot parse, from the environment, luigi.cfg or
+    a flag, is refused in one line naming where it came from and the value.
+    """
+
+    def __init__(self, *args: object, env: str | tuple[str, ...], **kwargs: object) -> None:
+        self.env = (env,) if isinstance(env, str) else env
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
 
     def _get_value_from_config(self, section: str, name: str) -> object:
-        value = os.environ.get(self.env)
-        if value:
-            return self.parse(value)  # type: ignore[attr-defined]
-        return super()._get_value_from_config(section, name)  # type: ignore[misc]
+        for variable in self.env:
+            value = os.environ.get(variable)
+            if value:
+                return self._parsed(variable, value)
+        try:
+            return super()._get_value_from_config(section, name)  # type: ignore[misc]
+        except ValueError:  # parse it again to say why, in the contract's words
+            raw = luigi.configuration.get_config().get(section, name)
+            self._parsed(f"luigi.cfg [{section}] {name}", raw)
+            raise
+
+    def _get_value(self, task_name: str, param_name: str) -> object:
+        try:
+            return super()._get_value(task_name, param_name)  # type: ignore[misc]
+        except ValueError:  # only a flag is left unchecked: parse it again to say why
+            parser = CmdlineParser.get_instance()
+            if parser is None:
+                raise
+            flag = f"--{task_name}-{param_name}".replace("_", "-")
+            dest = self._parser_global_dest(param_name, task_name)  # type: ignore[attr-defined]
+            self._parsed(flag, str(getattr(parser.known_args, dest)))
+            raise
+
+    def _parsed(self, variable: str, value: str) -> object:
+        try:
+            return self.parse_variable(variable, value)
+        except SettingError as e:
+            refuse(str(e))
+
+    def parse_variable(self, variable: str, value: str) -> object:
+        """The value of an environment variable, parsed as contracts.settings parses it."""
+        return value
 
 
 class EnvParameter(_EnvOverride, luigi.Parameter):
@@ -40,19 +97,23 @@ class EnvParameter(_EnvOverride, luigi.Parameter):
 
 
 class EnvIntParameter(_EnvOverride, luigi.IntParameter):
-    pass
+    def parse_variable(self, variable: str, value: str) -> int:
+        return parse_int(variable, value)
 
 
 class EnvFloatParameter(_EnvOverride, luigi.FloatParameter):
-    pass
+    def parse_variable(self, variable: str, value: str) -> float:
+        return parse_float(variable, value)
 
 
 class EnvBoolParameter(_EnvOverride, luigi.BoolParameter):
-    pass
+    def parse_variable(self, variable: str, value: str) -> bool:
+        return parse_bool(variable, value)
 
 
 class EnvChoiceParameter(_EnvOverride, luigi.ChoiceParameter):
-    pass
+    def parse_variable(self, variable: str, value: str) -> str:
+        return parse_choice(variable, value, sorted(self._choices))  # Luigi keeps a set
 
 
 _PRIVATE = ParameterVisibility.PRIVATE
@@ -61,13 +122,15 @@ _PRIVATE = ParameterVisibility.PRIVATE
 # Luigi names a config section after its class, hence the lowercase names ([influx], ...).
 class influx(luigi.Config):
     url = EnvParameter(
-        env="INFLUX_URL", default="http://127.0.0.1:8086", description="InfluxDB base URL"
+        env="INFLUX_URL", default=InfluxSettings.url, description="InfluxDB base URL"
     )
     bucket = EnvParameter(
-        env="INFLUX_BUCKET", default="home_energy", description="v1 database or v2 bucket"
+        env="INFLUX_BUCKET", default=InfluxSettings.database, description="v1 database or v2 bucket"
     )
     measurement = EnvParameter(
-        env="INFLUX_MEASUREMENT", default="power", description="measurement holding readings"
+        env="INFLUX_MEASUREMENT",
+        default=InfluxSettings.measurement,
+        description="measurement holding readings",
     )
     token = EnvParameter(
         env="INFLUX_TOKEN",
@@ -87,11 +150,13 @@ class influx(luigi.Config):
         description="InfluxDB 1.x password",
     )
     timeout_s = EnvFloatParameter(
-        env="INFLUX_TIMEOUT_S", default=30.0, description="seconds before a query gives up"
+        env="INFLUX_TIMEOUT_S",
+        default=InfluxSettings.timeout_s,
+        description="seconds before a query gives up",
     )
     verify_ssl = EnvBoolParameter(
         env="INFLUX_VERIFY_SSL",
-        default=True,
+        default=InfluxSettings.verify_ssl,
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
         description="verify the server certificate for https URLs",
     )
@@ -126,6 +191,11 @@ class storage(luigi.Config):
         description="an S3-compatible server (http://host:port) for s3:// datasets; empty for "
         "AWS itself (credentials and region come from the AWS variables or profile)",
     )
+    s3_region = EnvParameter(
+        env=("AWS_REGION", "AWS_DEFAULT_REGION"),
+        default="",
+        description="region of the s3:// datasets' bucket; empty: the AWS SDK's own lookup",
+    )
     attempt_grace_s = EnvFloatParameter(
         env="PARQUET_ATTEMPT_GRACE_S",
         default=3600.0,
@@ -143,13 +213,13 @@ class storage(luigi.Config):
     )
     duckdb_path = EnvParameter(
         env="DUCKDB_PATH",
-        default="data/duckdb/home_energy.duckdb",
+        default=DUCKDB_PATH_DEFAULT,
         description="the live DuckDB file readers open",
     )
     publish_mode = EnvChoiceParameter(
         env="DUCKDB_PUBLISH_MODE",
-        default=DEFAULT_PUBLISH_MODE,
-        choices=list(PUBLISH_MODES),
+        default=PUBLISH_MODES[0],
+        choices=PUBLISH_MODES,
         description="swap: work on home_energy.next.duckdb copied from the live file and rename "
         "it in (readers keep the old file; each publish copies the history); alternate: two "
         "files take turns behind a symbolic link, each publish copies only what changed; "
@@ -186,15 +256,18 @@ class storage(luigi.Config):
 
 class calendar(luigi.Config):
     tz = EnvParameter(
-        env="TZ", default="Asia/Tokyo", description="the pipeline's time zone: a day is local"
+        env="TZ", default=TZ_DEFAULT, description="the pipeline's time zone: a day is local"
     )
     source_default = EnvParameter(
-        env="SOURCE_DEFAULT", default="meter1", description="source of readings without a tag"
+        env="SOURCE_DEFAULT", default=DEFAULT_SOURCE, description="source of readings without a tag"
     )
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.tz)
+        try:
+            return parse_zone("TZ", self.tz)
+        except SettingError as e:
+            refuse(str(e))
 
 
 class late_data(luigi.Config):
@@ -261,6 +334,52 @@ class homeassistant(luigi.Config):
     )
 
 
+class report(luigi.Config):
+    folder = EnvParameter(
+        env="REPORTS_DIR",
+        default=REPORTS_DIR_DEFAULT,
+        description="where reports are written (daily/ and period/<source>/); the gateway "
+        "serves this folder under /reports/",
+    )
+
+
+class report_email(luigi.Config):
+    smtp_host = EnvParameter(
+        env="REPORT_SMTP_HOST", default="", description="SMTP server; empty: no e-mail"
+    )
+    smtp_port = EnvIntParameter(env="REPORT_SMTP_PORT", default=587, description="SMTP port")
+    security = EnvChoiceParameter(
+        env="REPORT_SMTP_SECURITY",
+        default="starttls",
+        choices=["starttls", "ssl", "none"],
+        description="starttls (port 587), ssl (port 465) or none (a local relay only)",
+    )
+    username = EnvParameter(
+        env="REPORT_SMTP_USERNAME",
+        default="",
+        significant=False,
+        description="SMTP user",
+    )
+    password = EnvParameter(
+        env="REPORT_SMTP_PASSWORD",
+        default="",
+        visibility=_PRIVATE,
+        significant=False,
+        description="SMTP password; set it in the environment, never in luigi.cfg",
+    )
+    sender = EnvParameter(env="REPORT_EMAIL_FROM", default="", description="From address")
+    recipients = EnvParameter(
+        env="REPORT_EMAIL_TO", default="", description="To addresses, separated by commas"
+    )
+    timeout_s = EnvFloatParameter(
+        env="REPORT_SMTP_TIMEOUT_S", default=30.0, description="seconds before SMTP gives up"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.smtp_host and self.recipients)
+
+
 class forecast(luigi.Config):
     fit_days = EnvIntParameter(
         env="FORECAST_FIT_DAYS",
@@ -290,3 +409,17 @@ class forecast(luigi.Config):
     def history_days(self) -> int:
         """Days one forecast reads: the backtest's first origin needs fit_days before it."""
         return self.fit_days + self.backtest_days
+
+
+@functools.cache
+def check_settings() -> None:
+    """Read every setting once per process, so that a bad one stops the run before any task.
+
+    PipelineTask calls this when the first task is made, which Luigi does while it still holds
+    the command line: flags count, and a bad value is refused in one line (`refuse`), not in a
+    traceback from whichever task happened to read it first.
+    """
+    for section in (influx, storage, late_data, mqtt, homeassistant, report, report_email):
+        section()
+    forecast()
+    calendar().zone  # noqa: B018 (parses TZ)

@@ -37,6 +37,7 @@ from pipeline.database import has_table  # noqa: E402
 # line twice; the caller's logging stays as it was.
 logging.getLogger().handlers[:] = _root_handlers
 
+from pipeline.config import storage  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
@@ -76,7 +77,9 @@ def run_dbt_build(
     With `start_date` (and `end_date`, default the same day) the energy marts rebuild only
     those local days and their neighbours; without, or with `full_refresh`, everything.
     `time_zone` overrides the project's var `tz` (the pipeline time zone, default Asia/Tokyo);
-    `memory_limit` is DuckDB's for dbt's queries (the profile reads it as DUCKDB_MEMORY_LIMIT).
+    `memory_limit` is DuckDB's for dbt's queries, by default `[storage] duckdb_memory_limit`;
+    the profile gets it, and the path, from this function (profiles.yml's defaults are only for
+    running dbt by hand, and a test keeps them equal to the pipeline's).
     `project_dir` is the repository's dbt project unless a test builds a copy (other seeds).
     dbt's target and log folders go next to the DuckDB file, not into the repository.
     """
@@ -102,9 +105,11 @@ def run_dbt_build(
     if not full_refresh and _loaded_seeds(duckdb_path) == seeds:
         args += ["--exclude", "resource_type:seed"]
 
-    profile_env = {"DUCKDB_PATH": str(duckdb_path), **_loaded_days(start_date, end_date)}
-    if memory_limit is not None:
-        profile_env["DUCKDB_MEMORY_LIMIT"] = memory_limit
+    profile_env = {
+        "DUCKDB_PATH": str(duckdb_path),
+        "DUCKDB_MEMORY_LIMIT": memory_limit or storage().duckdb_memory_limit,
+        **_loaded_days(start_date, end_date),
+    }
     with _environment(**profile_env):
         try:
             outcome = dbtRunner().invoke(args)

@@ -8,9 +8,10 @@ only the objects it names. A crashed attempt leaves objects nobody reads; a late
 every attempt the manifest does not name once both are older than the grace period
 (`[storage] attempt_grace_s`), so a reader that resolved the previous manifest can finish.
 
-Connection: `S3_ENDPOINT_URL` for an S3-compatible server; region and credentials come from
-the AWS SDK's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles),
-so none of them passes through this code or its messages.
+Connection: `S3_ENDPOINT_URL` for an S3-compatible server, the region from `[storage] s3_region`
+(AWS_REGION or AWS_DEFAULT_REGION); credentials come from the AWS SDK's own chain
+(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles), so none of them passes
+through this code or its messages.
 """
 
 from __future__ import annotations
@@ -70,13 +71,12 @@ _UNREACHABLE_ERRORS = ("NETWORK_CONNECTION", "Could not connect", "curlCode: 7")
 
 
 @functools.cache
-def s3_filesystem(endpoint_url: str) -> pafs.S3FileSystem:
-    """One S3 client per process and endpoint ('' for AWS itself)."""
+def s3_filesystem(endpoint_url: str, region: str) -> pafs.S3FileSystem:
+    """One S3 client per process, endpoint ('' for AWS itself) and region ('' for the SDK's)."""
     options: dict[str, object] = {}
     if endpoint_url:
         parts = urlsplit(endpoint_url)
         options.update(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         options["region"] = region
     return pafs.S3FileSystem(connect_timeout=10, request_timeout=60, **options)
@@ -106,7 +106,7 @@ class ObjectStoreDataset(Dataset):
         store = storage()
         endpoint = store.s3_endpoint_url
         grace = timedelta(seconds=store.attempt_grace_s)
-        return cls(s3_filesystem(endpoint), uri, endpoint, grace)
+        return cls(s3_filesystem(endpoint, store.s3_region), uri, endpoint, grace)
 
     def describe(self, day: date | None = None) -> str:
         return f"{self.uri}/dt={day.isoformat()}" if day else self.uri

@@ -383,10 +383,9 @@ def describe_files(folder: Path, extras: dict) -> dict:
     }
 
 
-def write_manifest(folder: Path, extras: dict) -> dict:
+def write_manifest(folder: Path, extras: dict) -> None:
     manifest = describe_files(folder, extras)
     (folder / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, default=str))
-    return manifest
 
 
 def open_dataset(base: str, name: str) -> Dataset:

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import duckdb
 
-from contracts.warehouse import DEFAULT_PUBLISH_MODE, PUBLISH_MODES, writer_lock_path
+from contracts.settings import PUBLISH_MODES
+from contracts.warehouse import writer_lock_path
 from pipeline.database import connect
 from pipeline.errors import PipelineError, damage_explained, disk_space_explained
 from pipeline.failpoints import failpoint
@@ -61,7 +62,7 @@ class Warehouse:
     """The live DuckDB file and the way writers change it."""
 
     def __init__(
-        self, live: Path, mode: str = DEFAULT_PUBLISH_MODE, lock_timeout_s: float = 0.0
+        self, live: Path, mode: str = PUBLISH_MODES[0], lock_timeout_s: float = 0.0
     ) -> None:
         if mode not in PUBLISH_MODES:
             raise ValueError(f"publish mode must be one of {', '.join(PUBLISH_MODES)}: {mode!r}")

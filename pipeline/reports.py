@@ -8,7 +8,8 @@ are rendered to inline SVG with vl-convert, so a report needs no other file and 
 Each file is written atomically (a temporary file in the same folder, fsync, rename), and says
 which build of the warehouse it comes from (the day's DbtBuild marker): the report is complete
 while that build is current, and a rebuild of the day writes it again. E-mail is optional
-(`[report_email]`); the password comes from `REPORT_SMTP_PASSWORD` only and is never logged.
+(`[report_email]`); the password (`REPORT_SMTP_PASSWORD`) belongs in the environment and is
+never logged.
 """
 
 from __future__ import annotations
@@ -31,13 +32,7 @@ import luigi
 
 from gateway import insights
 from gateway.warehouse_reader import WarehouseReader, WarehouseUnavailable
-from pipeline.config import (
-    EnvChoiceParameter,
-    EnvFloatParameter,
-    EnvIntParameter,
-    EnvParameter,
-    storage,
-)
+from pipeline.config import report, report_email, storage
 from pipeline.days import LocalDateParameter
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
@@ -55,45 +50,6 @@ UPSTREAM = ForecastDay
 # A report being written; one a killed writer left is removed by the next writer.
 TEMP_PREFIX = ".writing-"
 BUILT_FROM = re.compile(r'<meta name="built-from" content="([^"]*)">')
-
-
-class report(luigi.Config):
-    folder = EnvParameter(
-        env="REPORTS_DIR",
-        default="data/reports",
-        description="where reports are written (daily/ and period/<source>/); the gateway "
-        "serves this folder under /reports/",
-    )
-
-
-class report_email(luigi.Config):
-    smtp_host = EnvParameter(
-        env="REPORT_SMTP_HOST", default="", description="SMTP server; empty: no e-mail"
-    )
-    smtp_port = EnvIntParameter(env="REPORT_SMTP_PORT", default=587, description="SMTP port")
-    security = EnvChoiceParameter(
-        env="REPORT_SMTP_SECURITY",
-        default="starttls",
-        choices=["starttls", "ssl", "none"],
-        description="starttls (port 587), ssl (port 465) or none (a local relay only)",
-    )
-    username = EnvParameter(
-        env="REPORT_SMTP_USERNAME",
-        default="",
-        significant=False,
-        description="SMTP user; the password comes from REPORT_SMTP_PASSWORD only",
-    )
-    sender = EnvParameter(env="REPORT_EMAIL_FROM", default="", description="From address")
-    recipients = EnvParameter(
-        env="REPORT_EMAIL_TO", default="", description="To addresses, separated by commas"
-    )
-    timeout_s = EnvFloatParameter(
-        env="REPORT_SMTP_TIMEOUT_S", default=30.0, description="seconds before SMTP gives up"
-    )
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.smtp_host and self.recipients)
 
 
 class ReportTarget(luigi.Target):
@@ -240,11 +196,10 @@ def send_report(day: date, body_html: str, days: list[dict]) -> None:
         or "No data for this day."
     )
     message.add_alternative(body_html, subtype="html")
-    password = os.environ.get("REPORT_SMTP_PASSWORD", "")
     try:
         with _smtp(settings) as smtp:
             if settings.username:
-                smtp.login(settings.username, password)
+                smtp.login(settings.username, settings.password)
             smtp.send_message(message)
     except (OSError, smtplib.SMTPException) as exc:
         # The exception text is the server's answer: it never holds the password we sent.

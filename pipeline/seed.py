@@ -13,7 +13,6 @@ off (Japanese holidays), seasons, days away and noise, for trying the forecasts 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from contracts.influx import InfluxSettings, make_client
+from pipeline.config import calendar, influx
 from pipeline.days import day_window_utc
 from pipeline.household import household_power_w
 
@@ -187,7 +187,7 @@ def _interval(args: argparse.Namespace) -> timedelta:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    tz = args.tz or os.environ.get("TZ") or "Asia/Tokyo"
+    tz = args.tz or calendar().tz
     interval = _interval(args)
     if args.day:
         start, end = day_window_utc(args.day, ZoneInfo(tz))
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sources:
         sources = [f"meter{n}" for n in range(1, args.sources + 1)]
     else:
-        sources = args.source or [os.environ.get("SOURCE_DEFAULT", "meter1")]
-    settings = InfluxSettings.from_env()
+        sources = args.source or [calendar().source_default]
+    settings = influx().settings()  # the InfluxDB the pipeline reads
     extra = {"seed": args.seed} if args.profile == "household" else {}
     n = seed(
         settings,

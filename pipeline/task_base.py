@@ -13,7 +13,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.config import storage
+from pipeline.config import check_settings, storage
 from pipeline.days import as_days
 from pipeline.errors import PipelineError
 from pipeline.partitions import Dataset, open_dataset
@@ -57,6 +57,10 @@ class PipelineTask(luigi.Task):
     """Base of the pipeline's tasks: expected failures are reported in one line."""
 
     rows_written: int | None = None  # for the run log, set by run()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        check_settings()  # a bad setting stops the run here, before anything is scheduled
+        super().__init__(*args, **kwargs)
 
     def days(self) -> list[date]:
         return as_days(self.date).dates()

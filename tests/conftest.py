@@ -7,10 +7,11 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
+from itertools import accumulate
 from pathlib import Path
 from time import monotonic, sleep
 from typing import TypeVar
@@ -24,7 +25,9 @@ from devstack.servers import InfluxServer, LuigidServer, MosquittoServer, ensure
 
 # Tests that need one of these (directly or through another fixture) are marked `servers`;
 # `pytest -m "not servers"` is the quick tier without them.
-SERVER_FIXTURES = frozenset({"influx_server", "mosquitto", "_mosquitto_tls_server", "luigid"})
+SERVER_FIXTURES = frozenset(
+    {"influx_server", "mosquitto", "_mosquitto_tls_server", "private_broker", "luigid"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -81,6 +84,13 @@ def mosquitto_tls(_mosquitto_tls_server: SecureMosquittoServer) -> SecureMosquit
 
 
 @pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[SecureMosquittoServer]:
+    """A broker of this test's own: it is stopped and started again mid-test."""
+    with SecureMosquittoServer(tmp_path / "broker") as broker:
+        yield broker
+
+
+@pytest.fixture
 def luigid(tmp_path: Path) -> Iterator[LuigidServer]:
     with LuigidServer(tmp_path / "luigid") as server:
         yield server
@@ -105,13 +115,7 @@ class PipelineEnv:
         }
 
     def write(self, lines: list[str]) -> None:
-        """Line protocol at millisecond precision into the `home_energy` database."""
-        req = urllib.request.Request(
-            f"{self.influx.url}/write?db=home_energy&precision=ms",
-            data="\n".join(lines).encode(),
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            assert resp.status == 204
+        write_lines(self.influx, lines)
 
     def build(self, *tasks: object) -> bool:
         return build_here(*tasks)
@@ -156,6 +160,20 @@ def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def fetch(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of a query on a DuckDB file, opened read-only."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def recent_days(n: int) -> list[date]:
+    """The last n local days (Asia/Tokyo), oldest first: inside the late-data lookback."""
+    from pipeline.days import local_today
+
+    yesterday = local_today(ZoneInfo("Asia/Tokyo")) - timedelta(days=1)
+    return [yesterday - timedelta(days=k) for k in range(n - 1, -1, -1)]
+
+
 @contextmanager
 def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
     """A small real file system (a full disk is a real ENOSPC); skips where mounting is denied."""
@@ -180,16 +198,86 @@ def fill_disk(folder: Path, leave_bytes: int) -> Path:
     return filler
 
 
-def minute_lines(n: int, day: date, source: str = "meter1", tz: str = "Asia/Tokyo") -> list[str]:
-    """Line protocol for `n` readings a minute apart from the local day's midnight."""
+# --- Readings as the gateway writes them into InfluxDB -------------------------------------
+
+SECOND, MINUTE = timedelta(seconds=1), timedelta(minutes=1)
+QUARTER_HOUR, HOUR = timedelta(minutes=15), timedelta(hours=1)
+
+
+def power_lines(
+    start: date,
+    steps: Iterable[int],
+    every: timedelta,
+    *,
+    source: str = "meter1",
+    power_w: Callable[[int], float] | None = None,
+    import_kwh: Callable[[int], float] | None = None,
+    tz: str = "Asia/Tokyo",
+) -> list[str]:
+    """Line protocol (the gateway's `to_line`) for reading i of each i in `steps`, read
+    i * `every` after `start` (a datetime, or a date: its local midnight in `tz`), with the
+    fields `power_w(i)` and `import_kwh(i)`; a field without its function is not sent."""
+    from contracts.message import Reading
+    from gateway.influx_writer import to_line
     from pipeline.days import day_window_utc
 
-    start = int(day_window_utc(day, ZoneInfo(tz))[0].timestamp() * 1000)
+    if not isinstance(start, datetime):
+        start = day_window_utc(start, ZoneInfo(tz))[0]
     return [
-        f"power,source={source} instant_power_w={i}.0,energy_import_kwh={i / 10} "
-        f"{start + i * 60_000}"
-        for i in range(n)
+        to_line(
+            "power",
+            Reading(
+                ts=start + i * every,
+                source=source,
+                instant_power_w=power_w(i) if power_w else None,
+                energy_import_kwh=import_kwh(i) if import_kwh else None,
+            ),
+        )
+        for i in steps
     ]
+
+
+def minute_lines(n: int, day: date, source: str = "meter1", tz: str = "Asia/Tokyo") -> list[str]:
+    """`n` readings a minute apart from the local day's midnight: i W and i / 10 kWh."""
+    return power_lines(
+        day, range(n), MINUTE, source=source, power_w=float, import_kwh=lambda i: i / 10, tz=tz
+    )
+
+
+def quarter_hour_lines(
+    day: date, source: str = "meter1", kw: float = 1.0, count: int = 96
+) -> list[str]:
+    """A constant load of `kw` read every 15 minutes from the local day's midnight (96: the
+    day; 97: the midnight after it too), the register from 100 kWh."""
+    return power_lines(
+        day,
+        range(count),
+        QUARTER_HOUR,
+        source=source,
+        power_w=lambda i: kw * 1000,
+        import_kwh=lambda i: 100 + kw * i / 4,
+    )
+
+
+def hourly_lines(day: date, source: str = "meter1", hours: int = 24) -> list[str]:
+    """500 W read every hour from the local day's midnight, the register from 10 kWh."""
+    return power_lines(
+        day,
+        range(hours),
+        HOUR,
+        source=source,
+        power_w=lambda h: 500,
+        import_kwh=lambda h: 10 + h / 2,
+    )
+
+
+def write_lines(influx: InfluxServer, lines: list[str]) -> None:
+    """Line protocol at millisecond precision into its `home_energy` database."""
+    req = urllib.request.Request(
+        f"{influx.url}/write?db=home_energy&precision=ms", data="\n".join(lines).encode()
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 204
 
 
 def build_here(*tasks: object) -> bool:
@@ -277,18 +365,19 @@ def marts(
 
 def _meter_lines(first: date, days: int) -> list[str]:
     """Readings every 15 minutes; each source and hour of the day draws its own power."""
-    start = datetime.combine(first, time(), ZoneInfo("Asia/Tokyo"))
+    steps = range(96 * days)
     lines = []
     for n, source in enumerate(MARTS_SOURCES):
-        kwh = 1000.0 * (n + 1)
-        for i in range(96 * days):
-            ts = start + i * timedelta(minutes=15)
-            watts = 300.0 + 100.0 * n + 40.0 * (ts.hour % 7) + 25.0 * (i // 96)
-            lines.append(
-                f"power,source={source} instant_power_w={watts},energy_import_kwh={kwh} "
-                f"{int(ts.timestamp() * 1000)}"
-            )
-            kwh += watts / 4000
+        watts = [300.0 + 100.0 * n + 40.0 * (i % 96 // 4 % 7) + 25.0 * (i // 96) for i in steps]
+        kwh = list(accumulate((w / 4000 for w in watts), initial=1000.0 * (n + 1)))
+        lines += power_lines(
+            first,
+            steps,
+            QUARTER_HOUR,
+            source=source,
+            power_w=watts.__getitem__,
+            import_kwh=kwh.__getitem__,
+        )
     return lines
 
 

@@ -1,8 +1,9 @@
 """Meter readings built from a power profile, and dbt projects with the test's own seeds.
 
-Shared by the cost and findings tests. A profile gives the power (kW) drawn during each
-15-minute step of local time; readings every 15 minutes carry the cumulative kWh and the
-power of the step they start, so every half hour's energy is known exactly.
+Shared by the cost and findings tests; the dbt model tests use its raw table too. A profile
+gives the power (kW) drawn during each 15-minute step of local time; readings every 15 minutes
+carry the cumulative kWh and the power of the step they start, so every half hour's energy is
+known exactly.
 """
 
 from __future__ import annotations
@@ -17,15 +18,10 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from pipeline.dbt_runner import DBT_PROJECT_DIR
+from pipeline.schema import RAW_COLUMNS, RAW_TABLE, SCHEMA_SQL
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 STEP = timedelta(minutes=15)
-RAW_TABLE_SQL = """
-    create table raw_meter_readings (
-        ts_utc timestamptz, ts_jst timestamp, source varchar, instant_power_w double,
-        energy_import_kwh double, energy_export_kwh double, ingested_at timestamptz
-    )
-"""
 
 Profile = Callable[[datetime], float]  # local time of a 15-minute step -> kW drawn in it
 
@@ -74,8 +70,17 @@ def meter(
 
 
 def new_database(path: Path) -> Path:
+    """A DuckDB file with the pipeline's own (empty) raw table."""
     with duckdb.connect(str(path)) as con:
-        con.execute(RAW_TABLE_SQL)
+        con.execute(SCHEMA_SQL)
+    return path
+
+
+def insert_rows(path: Path, rows: list[tuple]) -> Path:
+    """Rows of the raw table's columns, in its order, as they are."""
+    placeholders = ", ".join("?" * len(RAW_COLUMNS))
+    with duckdb.connect(str(path)) as con:
+        con.executemany(f"insert into {RAW_TABLE} values ({placeholders})", rows)
     return path
 
 
@@ -96,17 +101,11 @@ def load(path: Path, readings: Iterable[Reading], days: Iterable[date] | None = 
         for r in readings
         if wanted is None or r.at.date() in wanted
     ]
-    with duckdb.connect(str(path)) as con:
-        if wanted is not None:
+    if wanted is not None:
+        with duckdb.connect(str(path)) as con:
             for day in wanted:
-                con.execute("delete from raw_meter_readings where cast(ts_jst as date) = ?", [day])
-        con.executemany("insert into raw_meter_readings values (?, ?, ?, ?, ?, ?, ?)", rows)
-    return path
-
-
-def fetch(path: Path, sql: str, params: list | None = None) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(sql, params or []).fetchall()
+                con.execute(f"delete from {RAW_TABLE} where cast(ts_jst as date) = ?", [day])
+    return insert_rows(path, rows)
 
 
 def project_with_seeds(folder: Path, seeds: dict[str, str], append: bool = False) -> Path:

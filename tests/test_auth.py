@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+from contracts.settings import Environment
 from gateway.auth import LoginSettings, Sessions, hash_password, verify_password
+from gateway.settings import login_settings
 
 
 def login(monkeypatch: pytest.MonkeyPatch, **env: str) -> LoginSettings | None:
@@ -15,7 +17,7 @@ def login(monkeypatch: pytest.MonkeyPatch, **env: str) -> LoginSettings | None:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return LoginSettings.from_env()
+    return login_settings(Environment())
 
 
 def test_the_hash_command_prints_a_hash_the_gateway_accepts(
@@ -60,7 +62,7 @@ def test_no_password_means_no_sign_in(monkeypatch: pytest.MonkeyPatch) -> None:
     ("env", "message"),
     [
         ({"GATEWAY_COOKIE_SECURE": "maybe"}, "GATEWAY_COOKIE_SECURE must be auto, true or false"),
-        ({"GATEWAY_SESSION_DAYS": "0"}, "GATEWAY_SESSION_DAYS must be a positive number"),
+        ({"GATEWAY_SESSION_DAYS": "0"}, "GATEWAY_SESSION_DAYS must be positive"),
     ],
 )
 def test_bad_session_settings_are_refused(

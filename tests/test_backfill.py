@@ -10,26 +10,12 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow.parquet as pq
+from conftest import hourly_lines, recent_days
 
-from pipeline.days import day_window_utc, local_today
+from pipeline.days import day_window_utc
 from pipeline.tasks import DuckLoadDay
 
 TOKYO = ZoneInfo("Asia/Tokyo")
-
-
-def recent_days(n: int) -> list[date]:
-    """The last n local days, oldest first (inside the late-data lookback)."""
-    yesterday = local_today(TOKYO) - timedelta(days=1)
-    return [yesterday - timedelta(days=k) for k in range(n - 1, -1, -1)]
-
-
-def hourly_lines(day: date, source: str = "meter1") -> list[str]:
-    start = int(day_window_utc(day, TOKYO)[0].timestamp() * 1000)
-    return [
-        f"power,source={source} instant_power_w=500,energy_import_kwh={10 + h / 2} "
-        f"{start + h * 3_600_000}"
-        for h in range(24)
-    ]
 
 
 def task_list(luigid, status: str) -> dict[str, dict]:

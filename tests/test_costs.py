@@ -26,8 +26,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import fetch
 from insights_data import (
-    fetch,
     load,
     meter,
     new_database,

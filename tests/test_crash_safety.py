@@ -10,25 +10,15 @@ from __future__ import annotations
 import signal
 from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from conftest import minute_lines
 
-from pipeline.days import day_window_utc
 from pipeline.publishing import Warehouse
 
 DAY = date(2025, 12, 17)
-
-
-def day_lines(n: int, source: str = "meter1") -> list[str]:
-    start = int(day_window_utc(DAY, ZoneInfo("Asia/Tokyo"))[0].timestamp() * 1000)
-    return [
-        f"power,source={source} instant_power_w={i}.0,energy_import_kwh={i / 10} "
-        f"{start + i * 60_000}"
-        for i in range(n)
-    ]
 
 
 def visible_partitions(parquet: Path) -> dict[str, int]:
@@ -61,9 +51,9 @@ def run(env, task: str, failpoint: str | None = None, mode: str = "swap"):
 @pytest.fixture
 def archived_then_changed(pipeline_env):
     """Day archived with 100 readings; the source then gains 20 late ones from a second meter."""
-    pipeline_env.write(day_lines(100))
+    pipeline_env.write(minute_lines(100, DAY))
     assert run(pipeline_env, "DuckLoadDay").returncode == 0
-    pipeline_env.write(day_lines(20, source="meter2"))
+    pipeline_env.write(minute_lines(20, DAY, "meter2"))
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", DAY.isoformat()).returncode == 0
     return pipeline_env
 

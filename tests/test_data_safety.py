@@ -23,10 +23,6 @@ DAY = date(2025, 12, 17)
 TOKYO = ZoneInfo("Asia/Tokyo")
 
 
-def day_lines(n: int, source: str = "meter1", day: date = DAY) -> list[str]:
-    return minute_lines(n, day, source)
-
-
 def landing_rows(env, day: date = DAY) -> int:
     return pq.read_table(env.parquet / "landing" / "power" / f"dt={day}").num_rows
 
@@ -57,8 +53,8 @@ def delete_day_in_source(env) -> None:
 
 
 def test_source_emptied_by_retention_keeps_the_archive(pipeline_env) -> None:
-    pipeline_env.write(day_lines(96))
-    pipeline_env.write(day_lines(1, day=date(2025, 12, 20)))  # the measurement lives on
+    pipeline_env.write(minute_lines(96, DAY))
+    pipeline_env.write(minute_lines(1, date(2025, 12, 20)))  # the measurement lives on
     assert load(pipeline_env).returncode == 0
     delete_day_in_source(pipeline_env)
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
@@ -81,10 +77,10 @@ def test_source_emptied_by_retention_keeps_the_archive(pipeline_env) -> None:
 
 
 def test_rebuild_can_be_cancelled_and_leaves_the_archive(pipeline_env) -> None:
-    pipeline_env.write(day_lines(96))
+    pipeline_env.write(minute_lines(96, DAY))
     assert load(pipeline_env).returncode == 0
     delete_day_in_source(pipeline_env)
-    pipeline_env.write(day_lines(1, day=date(2025, 12, 20)))
+    pipeline_env.write(minute_lines(1, date(2025, 12, 20)))
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
     assert load(pipeline_env).returncode == 3
     cancel = pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY), "--cancel")
@@ -108,7 +104,7 @@ def test_rebuild_can_be_cancelled_and_leaves_the_archive(pipeline_env) -> None:
 def test_missing_measurement_or_database_is_a_configuration_error(
     pipeline_env, variable: str, value: str, says: str
 ) -> None:
-    pipeline_env.write(day_lines(96))
+    pipeline_env.write(minute_lines(96, DAY))
     result = load(pipeline_env, extra_env={variable: value})
     assert result.returncode == 40
     assert says in result.stderr
@@ -125,9 +121,9 @@ def test_missing_measurement_or_database_is_a_configuration_error(
 
 def kill_a_rebuild(env, point: str, archived: int, late: int) -> None:
     """Archive the day, give the source `late` more readings, kill the re-extraction at `point`."""
-    env.write(day_lines(archived))
+    env.write(minute_lines(archived, DAY))
     assert load(env).returncode == 0
-    env.write(day_lines(late, source="meter2"))
+    env.write(minute_lines(late, DAY, "meter2"))
     assert env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
     killed = load(env, task="ExtractDay", extra_env={"PIPELINE_FAILPOINT": point})
     assert killed.returncode == -signal.SIGKILL
@@ -159,9 +155,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_disk_full_at_commit_is_reported_as_disk_full(pipeline_env, small_disk) -> None:
     db = pipeline_env.duckdb = small_disk / "home_energy.duckdb"
     pipeline_env.env.update(DUCKDB_PATH=str(db), DUCKDB_PUBLISH_MODE="inplace")
-    pipeline_env.write(day_lines(100))
+    pipeline_env.write(minute_lines(100, DAY))
     assert load(pipeline_env).returncode == 0
-    pipeline_env.write(day_lines(1440, "meter3"))
+    pipeline_env.write(minute_lines(1440, DAY, "meter3"))
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
     assert load(pipeline_env, task="ParquetDay").returncode == 0
     assert "FAIL  DuckDB" not in pipeline_env.cli("-m", "pipeline", "check").stdout
@@ -186,7 +182,7 @@ def test_disk_full_at_commit_is_reported_as_disk_full(pipeline_env, small_disk) 
 
 
 def test_two_runs_of_one_day_do_not_break_each_other(pipeline_env) -> None:
-    pipeline_env.write(day_lines(500))
+    pipeline_env.write(minute_lines(500, DAY))
     slow = pipeline_env.spawn(
         "ExtractDay",
         "--date",
@@ -211,7 +207,7 @@ def test_two_runs_of_one_day_do_not_break_each_other(pipeline_env) -> None:
 def test_status_shows_the_latest_run_whole(pipeline_env) -> None:
     failed = load(pipeline_env, extra_env={"INFLUX_URL": "http://127.0.0.1:9"})
     assert failed.returncode == 40
-    pipeline_env.write(day_lines(96))
+    pipeline_env.write(minute_lines(96, DAY))
     assert load(pipeline_env).returncode == 0
     status = pipeline_env.cli("-m", "pipeline", "status", "--days", "400").stdout
     line = next(line for line in status.splitlines() if line.startswith(str(DAY)))
@@ -289,7 +285,7 @@ class CuttingProxy:
 
 
 def test_influx_dying_mid_answer_is_one_line(pipeline_env) -> None:
-    pipeline_env.write(day_lines(1440))
+    pipeline_env.write(minute_lines(1440, DAY))
     proxy = CuttingProxy(int(pipeline_env.influx.url.rsplit(":", 1)[1]))
     try:
         result = load(pipeline_env, extra_env={"INFLUX_URL": f"http://127.0.0.1:{proxy.port}"})
@@ -318,7 +314,7 @@ def damage(path: Path) -> None:
 def test_damaged_database_is_detected_and_restored_from_prev(pipeline_env, mode: str) -> None:
     pipeline_env.env["DUCKDB_PUBLISH_MODE"] = mode
     second = date(2025, 12, 18)
-    pipeline_env.write(day_lines(1440) + day_lines(1440, day=second))
+    pipeline_env.write(minute_lines(1440, DAY) + minute_lines(1440, second))
     assert load(pipeline_env).returncode == 0
     assert load(pipeline_env, day=second).returncode == 0  # prev now holds the first day
     damage(pipeline_env.duckdb)
@@ -333,7 +329,7 @@ def test_damaged_database_is_detected_and_restored_from_prev(pipeline_env, mode:
     status = pipeline_env.cli("-m", "pipeline", "status", "--days", "400")
     assert status.returncode == 0, status.stderr
     assert "is damaged" in status.stdout and restore in status.stdout
-    pipeline_env.write(day_lines(5, source="meter2"))
+    pipeline_env.write(minute_lines(5, DAY, "meter2"))
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
     run = load(pipeline_env)
     assert run.returncode != 0

@@ -3,35 +3,28 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
+from conftest import QUARTER_HOUR, power_lines
 
-from pipeline.days import day_window_utc
 from pipeline.tasks import DbtBuild
 
 D1 = date(2025, 12, 16)
-QUARTER_MS = 900_000
+GAP = range(96 - 4, 96 + 4)  # no readings from 23:00 of the first day to 01:00 of the second
+RESET = 96 + 48  # noon of the second day
 
 
 def constant_kw_lines(first: date, days: int) -> list[str]:
     """1 kW read every 15 minutes from `first` through the midnight after the last day, with a
     two-hour gap across the first midnight and a meter reset at noon of the second day."""
-    start = int(day_window_utc(first, ZoneInfo("Asia/Tokyo"))[0].timestamp() * 1000)
-    gap = range(start + (96 - 4) * QUARTER_MS, start + (96 + 4) * QUARTER_MS)  # 23:00-01:00
-    reset_at = start + (96 + 48) * QUARTER_MS
-    lines, register = [], 5000.0
-    for i in range(96 * days + 1):
-        t = start + i * QUARTER_MS
-        if t == reset_at:
-            register = 0.0
-        if t not in gap:
-            lines.append(
-                f"power,source=meter1 instant_power_w=1000,energy_import_kwh={register} {t}"
-            )
-        register += 0.25
-    return lines
+    return power_lines(
+        first,
+        (i for i in range(96 * days + 1) if i not in GAP),
+        QUARTER_HOUR,
+        power_w=lambda i: 1000,
+        import_kwh=lambda i: 5000 + i / 4 if i < RESET else (i - RESET) / 4,
+    )
 
 
 def daily(env) -> dict[date, tuple]:

@@ -15,16 +15,16 @@ import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
+from conftest import fetch
+from insights_data import TOKYO, insert_rows, local_midnight, new_database
 
 from pipeline.dbt_runner import DbtBuildError, run_dbt_build
 
 pytestmark = pytest.mark.timeout(180)
 
-TOKYO = ZoneInfo("Asia/Tokyo")
 FIRST_DAY = date(2025, 3, 1)
 FULL_DAYS = [FIRST_DAY + timedelta(days=n) for n in range(5)]  # March 1-5, read all day
 LAST_READING_DAY = date(2025, 3, 6)  # only the 00:00 reading that closes March 5
@@ -32,12 +32,6 @@ GAP = (datetime(2025, 3, 2, 23, tzinfo=TOKYO), datetime(2025, 3, 3, 1, tzinfo=TO
 RESET_AT = datetime(2025, 3, 4, 12, 7, 30, tzinfo=TOKYO)
 START_KWH = 1000.0
 
-RAW_TABLE_SQL = """
-    create table raw_meter_readings (
-        ts_utc timestamptz, ts_jst timestamp, source varchar, instant_power_w double,
-        energy_import_kwh double, energy_export_kwh double, ingested_at timestamptz
-    )
-"""
 DAILY_COLUMNS = (
     "source, date_jst, daily_energy_kwh, daily_export_kwh, peak_w, peak_at, reading_count, "
     "first_reading_at, last_reading_at, coverage_ratio, reset_detected"
@@ -45,10 +39,6 @@ DAILY_COLUMNS = (
 ENERGY_COLUMNS = "source, date_jst, daily_energy_kwh, daily_export_kwh, coverage_ratio"
 
 Reading = tuple[datetime, str, float | None, float | None, float | None]
-
-
-def local_midnight(day: date) -> datetime:
-    return datetime.combine(day, datetime.min.time(), tzinfo=TOKYO)
 
 
 def reading_times() -> Iterator[datetime]:
@@ -72,12 +62,8 @@ def meter_readings() -> list[Reading]:
     return readings
 
 
-def new_database(path: Path, readings: Iterable[Reading], days: Iterable[date] = ()) -> Path:
-    con = duckdb.connect(str(path))
-    try:
-        con.execute(RAW_TABLE_SQL)
-    finally:
-        con.close()
+def database_with(path: Path, readings: Iterable[Reading], days: Iterable[date] = ()) -> Path:
+    new_database(path)
     return load_days(path, readings, days) if days else load_all(path, readings)
 
 
@@ -97,20 +83,7 @@ def _insert(path: Path, readings: list[Reading]) -> Path:
         (at.astimezone(UTC), at.replace(tzinfo=None), source, power, imported, exported, ingested)
         for at, source, power, imported, exported in readings
     ]
-    con = duckdb.connect(str(path))
-    try:
-        con.executemany("insert into raw_meter_readings values (?, ?, ?, ?, ?, ?, ?)", rows)
-    finally:
-        con.close()
-    return path
-
-
-def fetch(path: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+    return insert_rows(path, rows)
 
 
 def daily(path: Path, columns: str = DAILY_COLUMNS) -> list[tuple]:
@@ -155,7 +128,7 @@ def readings() -> list[Reading]:
 
 @pytest.fixture(scope="module")
 def full_build(tmp_path_factory: pytest.TempPathFactory, readings: list[Reading]) -> Path:
-    path = new_database(tmp_path_factory.mktemp("full") / "home_energy.duckdb", readings)
+    path = database_with(tmp_path_factory.mktemp("full") / "home_energy.duckdb", readings)
     result = run_dbt_build(path)
     assert result.models == 12  # the energy marts and the insights (docs/insights.md)
     assert result.tests >= 20
@@ -250,7 +223,7 @@ def test_null_kwh_readings_change_no_energy(
     # Readings with only instant power, including two inside the gap across midnight.
     extra = [(at + timedelta(minutes=7), src, power, None, None) for at, src, power, *_ in readings]
     extra += [(GAP[0] + timedelta(minutes=m), "meter1", 1000.0, None, None) for m in (30, 70)]
-    path = new_database(tmp_path_factory.mktemp("nulls") / "home_energy.duckdb", readings + extra)
+    path = database_with(tmp_path_factory.mktemp("nulls") / "home_energy.duckdb", readings + extra)
     run_dbt_build(path)
     assert daily(path, ENERGY_COLUMNS) == daily(full_build, ENERGY_COLUMNS)
     counts = dict(
@@ -291,7 +264,7 @@ def test_days_loaded_one_by_one_and_out_of_order_match_a_full_build(
     # in this machine's zone; the models convert explicitly, so the rows must still agree.
     monkeypatch.setenv("TZ", "America/New_York")
     march = {n: date(2025, 3, n) for n in range(1, 7)}
-    path = new_database(tmp_path / "home_energy.duckdb", readings, [march[1], march[2]])
+    path = database_with(tmp_path / "home_energy.duckdb", readings, [march[1], march[2]])
     run_dbt_build(path, start_date=march[1], end_date=march[2])
     assert energy_by_day(path)[march[2]] == pytest.approx(23.0)  # the last reading is 23:00
 
@@ -321,7 +294,7 @@ def test_days_loaded_one_by_one_and_out_of_order_match_a_full_build(
 
 def test_a_failing_data_test_raises_an_error_naming_it(tmp_path: Path, readings: list[Reading]):
     bad = (datetime(2025, 3, 1, 12, 7, tzinfo=TOKYO), "meter1", 1000.0, -3.0, None)
-    path = new_database(tmp_path / "home_energy.duckdb", [*readings, bad], [FIRST_DAY])
+    path = database_with(tmp_path / "home_energy.duckdb", [*readings, bad], [FIRST_DAY])
     with pytest.raises(DbtBuildError) as failure:
         run_dbt_build(path)
     message = str(failure.value)
@@ -334,7 +307,7 @@ def test_a_failing_data_test_raises_an_error_naming_it(tmp_path: Path, readings:
 def test_a_failing_model_raises_an_error_naming_it_and_the_cause(
     tmp_path: Path, readings: list[Reading]
 ):
-    path = new_database(tmp_path / "home_energy.duckdb", readings, [FIRST_DAY])
+    path = database_with(tmp_path / "home_energy.duckdb", readings, [FIRST_DAY])
     with pytest.raises(DbtBuildError, match="Unknown TimeZone") as failure:
         run_dbt_build(path, time_zone="Mars/Olympus")
     assert "model fct_half_hourly_energy" in str(failure.value)

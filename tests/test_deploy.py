@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 from luigi.cmdline_parser import CmdlineParser
 
-REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PYTHON_SERVICES = ("gateway", "luigid", "batch")

@@ -7,17 +7,17 @@ import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from conftest import REPO
 
 from contracts.influx import InfluxSettings, make_client
 from contracts.message import MEASUREMENT_FIELDS
+from contracts.settings import Environment
 from devstack.servers import InfluxServer
 
-REPO = Path(__file__).resolve().parent.parent
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "home-energy.json"
 JST = ZoneInfo("Asia/Tokyo")
@@ -108,7 +108,7 @@ def expected_daily_kwh(rows: list[tuple[datetime, float, float]], since: datetim
 
 @pytest.fixture
 def filled_influx(influx: InfluxServer) -> InfluxServer:
-    client = make_client(InfluxSettings.from_env())
+    client = make_client(InfluxSettings.from_env(Environment()))
     points = [
         {
             "measurement": "power",
@@ -131,7 +131,7 @@ def run(
         "$timeFilter",
         f"time >= {int(start.timestamp() * 1000)}ms and time <= {int(end.timestamp() * 1000)}ms",
     ).replace("$__interval", interval)
-    result = make_client(InfluxSettings.from_env()).query(text)
+    result = make_client(InfluxSettings.from_env(Environment())).query(text)
     series: dict[str, list[tuple[datetime, float]]] = {}
     # ResultSet.keys() gives (measurement, tags) per series; iterating it gives points instead.
     for _measurement, tags in result.keys():  # noqa: SIM118

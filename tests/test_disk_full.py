@@ -8,14 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import fill_disk, mounted_tmpfs
-
-from pipeline.days import day_window_utc
+from conftest import SECOND, fill_disk, mounted_tmpfs, power_lines
 
 DAY = date(2025, 12, 17)
 
@@ -26,23 +23,26 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
-def minute_lines(n: int, source: str) -> list[str]:
-    start = int(day_window_utc(DAY, ZoneInfo("Asia/Tokyo"))[0].timestamp() * 1000)
-    return [
-        f"power,source={source} instant_power_w={(i * 7919) % 3001}.5,"
-        f"energy_import_kwh={i * 0.013:.6f} {start + i * 1000}"
-        for i in range(n)
-    ]
+def second_lines(n: int, source: str) -> list[str]:
+    """`n` readings a second apart, their power scattered (Parquet cannot squeeze them much)."""
+    return power_lines(
+        DAY,
+        range(n),
+        SECOND,
+        source=source,
+        power_w=lambda i: (i * 7919) % 3001 + 0.5,
+        import_kwh=lambda i: round(i * 0.013, 6),
+    )
 
 
 def test_disk_full_fails_clearly_and_loses_nothing(pipeline_env, small_disk, monkeypatch) -> None:
     parquet, db = small_disk / "parquet", small_disk / "duckdb" / "home_energy.duckdb"
     settings = {"PARQUET_BASE_DIR": str(parquet), "DUCKDB_PATH": str(db)}
     pipeline_env.env.update(settings)
-    pipeline_env.write(minute_lines(100, "meter1"))
+    pipeline_env.write(second_lines(100, "meter1"))
     assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
 
-    pipeline_env.write(minute_lines(60_000, "meter2"))  # a big late replay
+    pipeline_env.write(second_lines(60_000, "meter2"))  # a big late replay
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
     filler = fill_disk(small_disk, leave_bytes=200_000)
 
@@ -66,9 +66,9 @@ def test_disk_full_fails_clearly_and_loses_nothing(pipeline_env, small_disk, mon
 def test_disk_full_while_publishing_keeps_the_live_database(pipeline_env, small_disk) -> None:
     db = small_disk / "duckdb" / "home_energy.duckdb"
     pipeline_env.env["DUCKDB_PATH"] = str(db)
-    pipeline_env.write(minute_lines(100, "meter1"))
+    pipeline_env.write(second_lines(100, "meter1"))
     assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
-    pipeline_env.write(minute_lines(200, "meter2"))
+    pipeline_env.write(second_lines(200, "meter2"))
     assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
     filler = fill_disk(small_disk, leave_bytes=db.stat().st_size // 2)  # no room for the copy
 
@@ -96,10 +96,10 @@ def test_disk_full_in_alternate_mode_keeps_the_live_database(pipeline_env, small
             return con.execute("select count(*) from raw_meter_readings").fetchone()[0]
 
     expected = 100
-    pipeline_env.write(minute_lines(expected, "meter1"))
+    pipeline_env.write(second_lines(expected, "meter1"))
     assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
     for source, leave in (("meter2", db.stat().st_size // 2), ("meter3", 50_000)):
-        pipeline_env.write(minute_lines(20_000, source))
+        pipeline_env.write(second_lines(20_000, source))
         assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
         assert (
             pipeline_env.cli("ParquetDay", "--date", str(DAY), "--local-scheduler").returncode == 0

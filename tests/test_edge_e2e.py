@@ -30,16 +30,8 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
-from conftest import wait_for
-from test_edge_publisher import (
-    REPO,
-    edge_env,
-    kill_left_over,
-    private_broker,  # noqa: F401  (fixture)
-    start_edge,
-    start_simulator,
-    stored,
-)
+from conftest import REPO, wait_for
+from edge_harness import edge_env, kill_left_over, start_edge, start_simulator, stored
 
 from contracts.message import parse_ts
 from contracts.mqtt import MqttSettings, make_client
@@ -131,7 +123,7 @@ def attempt_takeover(broker, user: str, client_id: str) -> None:
 
 def test_nothing_the_edge_deleted_is_lost_after_a_client_id_takeover(
     influx,
-    private_broker,  # noqa: F811
+    private_broker,
     tmp_path,
 ) -> None:
     # The gateway is down; the broker holds what the edge handed over (and deleted). The
@@ -182,7 +174,7 @@ def test_nothing_the_edge_deleted_is_lost_after_a_client_id_takeover(
 @pytest.mark.skipif(
     not shutil.which("faketime"), reason="needs libfaketime: apt-get install faketime"
 )
-def test_meter_to_duckdb_exactly_once_through_an_outage(influx, private_broker, tmp_path) -> None:  # noqa: F811
+def test_meter_to_duckdb_exactly_once_through_an_outage(influx, private_broker, tmp_path) -> None:
     outbox, log = tmp_path / "outbox.db", tmp_path / "edge.log"
     simulator, pty = start_simulator(tmp_path)
     gateway = start_gateway(private_broker, tmp_path)

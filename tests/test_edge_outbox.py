@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 import serial
-from test_edge_skstack import FAST, PASSWORD, ROUTE_B_ID, simulated
+from edge_harness import FAST, PASSWORD, ROUTE_B_ID, simulated
 
 from contracts.message import Reading
 from edge import echonet as el

@@ -14,11 +14,20 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for
+from conftest import REPO, wait_for
+from edge_harness import (
+    PASSWORD,
+    ROUTE_B_ID,
+    edge_env,
+    edge_status,
+    kill_left_over,
+    start_edge,
+    start_simulator,
+    stored,
+)
 
 from contracts.message import Reading, parse_payload
 from contracts.mqtt import MqttSettings, make_client
@@ -28,9 +37,6 @@ from edge.publisher import REFUSAL_KEY, Publisher, PublisherSettings
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO = Path(__file__).resolve().parents[1]
-ROUTE_B_ID = "0123456789ABCDEF0123456789ABCDEF"
-PASSWORD = "PASSW0RD1234"
 T0 = datetime(2025, 12, 17, 3, 4, 5, 250_000, tzinfo=UTC)
 
 
@@ -171,19 +177,6 @@ topic read home/power/#
 """
 
 
-def edge_status(outbox: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "status"],
-        cwd=REPO,
-        env={**os.environ, "EDGE_OUTBOX_PATH": str(outbox)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 class MisconfiguredBroker(SecureMosquittoServer):
     """deploy/mosquitto with an operator's mistake: the edge may not write its topic."""
 
@@ -237,70 +230,6 @@ def test_a_refused_publish_keeps_its_readings_until_the_acl_is_fixed(tmp_path, c
 # --- the edge process: simulator -> python -m edge -> broker -----------------------------
 
 
-def start_simulator(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.simulator", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "simulator.log").open("ab"),
-        text=True,
-        env={**os.environ, "BROUTE_ID": ROUTE_B_ID, "BROUTE_PASSWORD": PASSWORD, **(env or {})},
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
-
-
-def edge_env(broker: SecureMosquittoServer, pty: str, outbox: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        **broker.env_for("edge"),
-        "EDGE_SERIAL_PORT": pty,
-        "EDGE_MODULE": "bp35a1",
-        "EDGE_POLL_SECONDS": "0.2",
-        "EDGE_REQUEST_SPACING_SECONDS": "0.02",
-        "EDGE_OUTBOX_PATH": str(outbox),
-        "BROUTE_ID": ROUTE_B_ID,
-        "BROUTE_PASSWORD": PASSWORD,
-        "SOURCE_DEFAULT": "meter1",
-        "MQTT_CLIENT_ID": "edge-e2e",
-        "EDGE_LOG_LEVEL": "DEBUG",
-    }
-
-
-def start_edge(env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge"],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def kill_left_over(*procs: subprocess.Popen | None) -> None:
-    """kill -9 what a failed test left running."""
-    for proc in procs:
-        if proc and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
-def stored(outbox: Path) -> tuple[int, int]:
-    """(readings pending, highest seq ever given) of an outbox another process writes."""
-    with Outbox(outbox) as box:
-        last = box._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
-        return box.pending(), last[0] if last else 0
-
-
-@pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[SecureMosquittoServer]:
-    """A broker of this test's own: it is stopped and started again mid-test."""
-    with SecureMosquittoServer(tmp_path / "broker") as broker:
-        yield broker
-
-
 def test_broker_outage_and_kill9_lose_nothing(private_broker, tmp_path) -> None:
     outbox, log = tmp_path / "outbox.db", tmp_path / "edge.log"
     simulator, pty = start_simulator(tmp_path, "--check-credentials")
@@ -352,7 +281,10 @@ def test_broker_outage_and_kill9_lose_nothing(private_broker, tmp_path) -> None:
     [
         ({"EDGE_MODULE": "bp35x9"}, "EDGE_MODULE 'bp35x9'"),
         ({"EDGE_RECOVERY_DAYS": "120"}, "EDGE_RECOVERY_DAYS must be 0..99, got 120"),
-        ({"EDGE_RECOVERY_REQUESTS_PER_MINUTE": "0"}, "must be positive, got 0.0"),
+        (
+            {"EDGE_RECOVERY_REQUESTS_PER_MINUTE": "0"},
+            "EDGE_RECOVERY_REQUESTS_PER_MINUTE must be positive, got '0'",
+        ),
         ({"EDGE_METER_TZ": "Mars/Olympus"}, "EDGE_METER_TZ 'Mars/Olympus' is not a time zone"),
     ],
 )

@@ -17,7 +17,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_edge_publisher import REPO, edge_status
+from conftest import REPO
+from edge_harness import edge_status
 
 from contracts.message import Reading
 from devstack.virtual_edge import VirtualEdge

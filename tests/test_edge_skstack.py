@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
-import serial
+from edge_harness import FAST, PASSWORD, ROUTE_B_ID, simulated
 
+from contracts.settings import Environment
 from edge import echonet as el
 from edge.credentials import Credentials, CredentialsError
 from edge.simulator import (
     METER_IP,
     Faults,
     ModuleSim,
-    PtyServer,
     SimulatedMeter,
     VirtualClock,
     VirtualPort,
@@ -38,31 +36,6 @@ from edge.skstack import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-ROUTE_B_ID = "0123456789ABCDEF0123456789ABCDEF"
-PASSWORD = "PASSW0RD1234"
-FAST = Settings(
-    command_timeout_s=1.0,
-    join_timeout_s=2.0,
-    answer_timeout_s=0.5,
-    request_spacing_s=0.0,
-    scan_durations=(4, 5, 6),
-    scan_retries=1,
-    scan_margin_s=1.0,
-    join_backoff_s=0.01,
-)
-
-
-@contextmanager
-def simulated(
-    family: str = "bp35a1", faults: Faults | None = None, settings: Settings = FAST, **meter: object
-) -> Iterator[tuple[Driver, ModuleSim]]:
-    sim = ModuleSim(SimulatedMeter(**meter), family, faults or Faults())  # type: ignore[arg-type]
-    sim.expected_id, sim.expected_password = ROUTE_B_ID, PASSWORD
-    with PtyServer(sim) as server, serial.Serial(server.path, 115200, timeout=0.02) as port:
-        creds = Credentials(ROUTE_B_ID, PASSWORD)
-        yield Driver(port, module_family(family), creds, settings), sim
-
 
 # --- pure parsing ------------------------------------------------------------------------
 
@@ -126,12 +99,14 @@ def test_credentials_from_env_or_files(tmp_path) -> None:
         "BROUTE_ID_FILE": str(tmp_path / "id"),
         "BROUTE_PASSWORD_FILE": str(tmp_path / "pw"),
     }
-    assert Credentials.from_env(from_files) == Credentials(ROUTE_B_ID, PASSWORD)
-    assert PASSWORD not in repr(Credentials.from_env(from_files))
+    assert Credentials.from_env(Environment(from_files)) == Credentials(ROUTE_B_ID, PASSWORD)
+    assert PASSWORD not in repr(Credentials.from_env(Environment(from_files)))
     with pytest.raises(CredentialsError, match="set BROUTE_PASSWORD or BROUTE_PASSWORD_FILE"):
-        Credentials.from_env({"BROUTE_ID": ROUTE_B_ID})
+        Credentials.from_env(Environment({"BROUTE_ID": ROUTE_B_ID}))
     with pytest.raises(CredentialsError, match="32 ASCII") as bad:
-        Credentials.from_env({"BROUTE_ID": "short-secret", "BROUTE_PASSWORD": PASSWORD})
+        Credentials.from_env(
+            Environment({"BROUTE_ID": "short-secret", "BROUTE_PASSWORD": PASSWORD})
+        )
     assert "short-secret" not in str(bad.value)
 
 

@@ -17,7 +17,8 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from insights_data import TOKYO, fetch, load, meter, new_database
+from conftest import fetch
+from insights_data import TOKYO, load, meter, new_database
 
 from pipeline.dbt_runner import run_dbt_build
 

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pandas as pd
 import pytest
+from conftest import HOUR, power_lines, recent_days
 from luigi.task_register import Register
 
 from pipeline.config import forecast
@@ -53,12 +54,6 @@ ACCURACY_COLUMNS = [
     ("window_days", "INTEGER"),
     ("chosen", "BOOLEAN"),
 ]
-
-
-def recent_days(n: int) -> list[date]:
-    """The last n local days, oldest first."""
-    yesterday = local_today(TOKYO) - timedelta(days=1)
-    return [yesterday - timedelta(days=k) for k in range(n - 1, -1, -1)]
 
 
 def household(first: date, days: int, sources: list[str] = SOURCES) -> list[str]:
@@ -198,8 +193,7 @@ def test_backfill_forecasts_recent_days_by_the_contract(pipeline_env) -> None:
     # are stale, then made again (by the same models from the same energy: the same numbers).
     late = days[-3]
     stamps = made_at(pipeline_env)
-    start = int(day_window_utc(late, TOKYO)[0].timestamp() * 1000)
-    pipeline_env.write([f"power,source=meter9 instant_power_w=300 {start + 3_600_000}"])
+    pipeline_env.write(power_lines(late, [1], HOUR, source="meter9", power_w=lambda _: 300))
     stale = {late - timedelta(days=1), late, *days[-2:]}
     result = backfill(pipeline_env, len(days))
     assert result.returncode == 0, result.stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from contracts.message import Reading, Rejected
+from contracts.settings import Environment
 from gateway.buffer import Delivery, DeliveryBuffer
 from gateway.deadletters import PAYLOAD_KEEP_BYTES, REJECTED_KEEP, DeadLetters
 from gateway.influx_writer import escape_measurement, to_line
@@ -122,7 +123,7 @@ def test_metrics_render_prometheus_text() -> None:
 def test_bad_tuning_values_are_refused(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(name, "-1")
     with pytest.raises(ValueError, match=name):
-        GatewaySettings.from_env()
+        GatewaySettings.from_env(Environment())
 
 
 @pytest.mark.parametrize(

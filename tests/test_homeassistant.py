@@ -35,6 +35,7 @@ import httpx
 import jinja2
 import paho.mqtt.client as paho
 import pytest
+from conftest import wait_for
 from luigi.task_register import Register
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -463,9 +464,7 @@ def test_gateway_publishes_live_power_throttled(
         GatewayServer(tmp_path / "gw", env) as gateway,
         subscriber(mosquitto_tls, "homeassistant", "homeassistant/#", "home/energy/#") as sub,
     ):
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not healthy(gateway):
-            time.sleep(0.1)
+        wait_for(lambda: healthy(gateway), 15, "the gateway's /healthz")
         now = datetime.now(UTC)
         # An edge replaying an hour-old reading (not live power), then a burst within the
         # interval (one state).

@@ -13,13 +13,14 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
+from conftest import REPO, fetch
 
 from contracts.influx import InfluxSettings, make_client
+from contracts.settings import Environment
 from pipeline.days import DaySet
 from pipeline.outputs import InfluxWriteBackDay
 from pipeline.tasks import DbtBuild
 
-REPO = Path(__file__).resolve().parent.parent
 JST = ZoneInfo("Asia/Tokyo")
 MEASUREMENTS = ("energy_daily", "energy_cost_daily", "energy_forecast")
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "home-energy.json"
@@ -27,7 +28,7 @@ DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "home-energy.json"
 
 def influx_points() -> dict[str, list[dict]]:
     """Every point of the three measurements, with its tags, in a stable order."""
-    client = make_client(InfluxSettings.from_env())
+    client = make_client(InfluxSettings.from_env(Environment()))
     points = {}
     for name in MEASUREMENTS:
         result = client.query(f'SELECT * FROM "{name}"', epoch="ms")
@@ -35,11 +36,6 @@ def influx_points() -> dict[str, list[dict]]:
             result.get_points(), key=lambda p: (p["source"], p.get("granularity") or "", p["time"])
         )
     return points
-
-
-def warehouse_rows(path: Path, query: str) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(query).fetchall()
 
 
 def midnight_ms(day) -> int:
@@ -50,7 +46,7 @@ def test_the_marts_arrive_as_their_own_measurements(marts) -> None:
     assert marts.build(InfluxWriteBackDay(date=DaySet(marts.days)))
     points = influx_points()
 
-    daily = warehouse_rows(
+    daily = fetch(
         marts.duckdb,
         "select source, date_jst, daily_energy_kwh, peak_w from fct_daily_energy order by all",
     )
@@ -61,15 +57,13 @@ def test_the_marts_arrive_as_their_own_measurements(marts) -> None:
     # Floats always: InfluxDB would refuse a later float where it first saw an integer.
     assert all(isinstance(p["reading_count"], float) for p in points["energy_daily"])
 
-    cost = warehouse_rows(
-        marts.duckdb, "select source, date_jst, cost_yen from fct_daily_cost order by all"
-    )
+    cost = fetch(marts.duckdb, "select source, date_jst, cost_yen from fct_daily_cost order by all")
     assert [(p["source"], p["time"], p["cost_yen"]) for p in points["energy_cost_daily"]] == [
         (s, midnight_ms(d), yen) for s, d, yen in cost
     ]
 
     # Each target keeps its latest forecast: made for the day before it when there is one.
-    latest = warehouse_rows(
+    latest = fetch(
         marts.duckdb,
         """
         select source, granularity, epoch_ms(target_start_utc), value_kwh, horizon
@@ -106,7 +100,11 @@ def test_a_rerun_leaves_exactly_the_same_points(marts) -> None:
     for day in reversed(marts.days):
         assert marts.build(InfluxWriteBackDay(date=day))
     assert influx_points() == before
-    series = make_client(InfluxSettings.from_env()).query("SHOW SERIES").raw["series"][0]["values"]
+    series = (
+        make_client(InfluxSettings.from_env(Environment()))
+        .query("SHOW SERIES")
+        .raw["series"][0]["values"]
+    )
     assert len([s for (s,) in series if s.startswith(MEASUREMENTS)]) == len(marts.sources) * 4
 
 
@@ -167,7 +165,7 @@ def grafana_query(query: str, start: datetime, end: datetime, now: datetime) -> 
         .replace("$__interval", "1h")
         .replace("now()", f"{now_ms}ms")
     )
-    result = make_client(InfluxSettings.from_env()).query(text, epoch="ms")
+    result = make_client(InfluxSettings.from_env(Environment())).query(text, epoch="ms")
     series: dict = {}
     for _measurement, tags in result.keys():  # noqa: SIM118
         for point in result.get_points(tags=tags):
@@ -210,9 +208,9 @@ def query_kind(query: str) -> str:
 
 def expected_series(live: Path, now: datetime) -> dict[str, dict]:
     """What each panel kind should show, straight from DuckDB."""
-    energy = warehouse_rows(live, "select source, date_jst, daily_energy_kwh from fct_daily_energy")
-    cost = warehouse_rows(live, "select source, date_jst, cost_yen from fct_daily_cost")
-    forecast = warehouse_rows(
+    energy = fetch(live, "select source, date_jst, daily_energy_kwh from fct_daily_energy")
+    cost = fetch(live, "select source, date_jst, cost_yen from fct_daily_cost")
+    forecast = fetch(
         live,
         """
         select source, granularity, epoch_ms(target_start_utc), value_kwh, lower_kwh, upper_kwh

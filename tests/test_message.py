@@ -14,10 +14,11 @@ from contracts.message import (
     format_ts,
     parse_payload,
     parse_ts,
+    source_setting,
     to_payload,
-    to_payloads,
 )
 from contracts.mqtt import MqttSettings, make_client
+from contracts.settings import Environment, SettingError
 
 NOW = datetime(2025, 12, 17, 3, 4, 5, 250000, tzinfo=UTC)
 
@@ -65,10 +66,10 @@ def test_ints_become_floats_and_bools_are_not_numbers() -> None:
         reading(instant_power_w=True)
 
 
-def test_source_comes_from_field_then_topic_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_source_comes_from_field_then_topic_then_default() -> None:
     body = {"ts": "2025-12-17T03:04:05.250Z", "instant_power_w": 1}
-    monkeypatch.setenv("SOURCE_DEFAULT", "house")
-    assert parse_payload(json.dumps(body), "home/power", now=NOW).readings[0].source == "house"
+    untagged = parse_payload(json.dumps(body), "home/power", fallback_source="house", now=NOW)
+    assert untagged.readings[0].source == "house"
     assert parse_payload(json.dumps(body), "home/power/m2", now=NOW).readings[0].source == "m2"
     tagged = json.dumps(body | {"source": "m3"})
     assert parse_payload(tagged, "home/power", now=NOW).readings[0].source == "m3"
@@ -142,18 +143,9 @@ def test_ts_pushed_past_the_calendar_by_its_offset_rejects_only_its_element(ts: 
     assert rejected.index == 1 and "out of range" in rejected.reason
 
 
-def test_to_payloads_splits_a_replay_under_the_size_limit() -> None:
-    readings = [reading(ts=NOW - timedelta(seconds=i), seq=i) for i in range(500)]
-    payloads = list(to_payloads(readings, max_bytes=4096))
-    assert len(payloads) > 1 and all(len(p) <= 4096 for p in payloads)
-    back = [r for p in payloads for r in parse_payload(p, now=NOW).readings]
-    assert back == readings
-
-
-def test_bad_source_default_is_a_startup_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DEFAULT", "no/slashes")
-    with pytest.raises(InvalidReading, match="SOURCE_DEFAULT"):
-        parse_payload(json.dumps(GOOD), now=NOW)
+def test_bad_source_default_is_a_startup_error() -> None:
+    with pytest.raises(SettingError, match="SOURCE_DEFAULT"):
+        source_setting(Environment({"SOURCE_DEFAULT": "no/slashes"}))
 
 
 def test_broker_url_forms() -> None:
@@ -179,7 +171,7 @@ def test_env_settings_and_client_factory(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("MQTT_BROKER_URL", "mqtts://gateway:pw@localhost")
     monkeypatch.setenv("MQTT_TOPIC", "house/power")
     monkeypatch.setenv("MQTT_PROTOCOL", "5")
-    settings = MqttSettings.from_env(default_client_id="gateway-1")
+    settings = MqttSettings.from_env(Environment(), default_client_id="gateway-1")
     assert (settings.topic, settings.client_id, settings.protocol) == (
         "house/power",
         "gateway-1",
@@ -189,4 +181,4 @@ def test_env_settings_and_client_factory(monkeypatch: pytest.MonkeyPatch) -> Non
     assert client.protocol == 5
     monkeypatch.setenv("MQTT_PROTOCOL", "4")
     with pytest.raises(ValueError, match="MQTT_PROTOCOL"):
-        MqttSettings.from_env(default_client_id="x")
+        MqttSettings.from_env(Environment(), default_client_id="x")

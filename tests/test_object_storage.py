@@ -16,13 +16,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import fetch, hourly_lines, recent_days
 
 from devstack.servers import MotoS3Server
-from pipeline.days import day_window_utc, local_today
 from pipeline.objectstore import _staging_root
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -98,31 +97,12 @@ def archive(pipeline_env, s3_server, monkeypatch: pytest.MonkeyPatch) -> Archive
     return store
 
 
-def hourly_lines(day: date, source: str = "meter1", hours: int = 24) -> list[str]:
-    start = int(day_window_utc(day, TOKYO)[0].timestamp() * 1000)
-    return [
-        f"power,source={source} instant_power_w=500,energy_import_kwh={10 + h / 2} "
-        f"{start + h * 3_600_000}"
-        for h in range(hours)
-    ]
-
-
-def recent_days(n: int) -> list[date]:
-    yesterday = local_today(TOKYO) - timedelta(days=1)
-    return [yesterday - timedelta(days=k) for k in range(n - 1, -1, -1)]
-
-
-def warehouse(db: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute(sql).fetchall()
-
-
 def ran(db: Path, task: str) -> list[date]:
     """Days a task ran successfully, from the run log beside `db` (one per working folder)."""
     runs = db.with_name("home_energy.runs.duckdb")
     if not runs.exists():
         return []
-    rows = warehouse(
+    rows = fetch(
         runs, f"select date from pipeline_runs where task = '{task}' and status = 'SUCCESS'"
     )
     return sorted(r[0] for r in rows)
@@ -146,8 +126,8 @@ def test_a_range_archives_to_the_bucket_loads_and_builds_and_a_rerun_changes_not
             assert archive.attempts(dataset, day) == {manifest["attempt"]}
             assert archive.rows(dataset, day) == 24
     assert not pipeline_env.parquet.exists()  # nothing archived on the local disk
-    assert warehouse(pipeline_env.duckdb, "select count(*) from raw_meter_readings") == [(120,)]
-    built = warehouse(pipeline_env.duckdb, "select date_jst from fct_daily_energy order by 1")
+    assert fetch(pipeline_env.duckdb, "select count(*) from raw_meter_readings") == [(120,)]
+    built = fetch(pipeline_env.duckdb, "select date_jst from fct_daily_energy order by 1")
     assert [d for (d,) in built] == days
 
     check = pipeline_env.cli("-m", "pipeline", "check")
@@ -156,7 +136,7 @@ def test_a_range_archives_to_the_bucket_loads_and_builds_and_a_rerun_changes_not
     assert [line.split()[:3] for line in status[1:]] == [[str(d), "24", "24"] for d in days]
 
     def snapshot() -> tuple:
-        markers = warehouse(pipeline_env.duckdb, "select * from table_updates order by 1")
+        markers = fetch(pipeline_env.duckdb, "select * from table_updates order by 1")
         return archive.objects(), markers, pipeline_env.duckdb.stat().st_ino
 
     before = snapshot()
@@ -206,7 +186,7 @@ def test_kill_during_a_partition_write_shows_no_partition_without_its_manifest(
         assert result.returncode == 0, result.stderr
     assert archive.rows(landing, DAY) == 48 and archive.rows("raw_meter_readings", DAY) == 48
     assert archive.rows(landing, first) == 6
-    loaded = warehouse(
+    loaded = fetch(
         pipeline_env.duckdb,
         "select partition_date, row_count from table_updates where target_table = "
         "'raw_meter_readings' order by 1",
@@ -266,12 +246,13 @@ def test_two_workers_split_a_range_and_only_the_warehouse_worker_loads(
     extractor_db = tmp_path / "extractor" / "duckdb" / "home_energy.duckdb"
     warehouse_db = tmp_path / "warehouse" / "duckdb" / "home_energy.duckdb"
     scheduler = ("--days-back", "20", "--scheduler-url", luigid.url, "--worker-wait-jitter", "0.5")
+    on_extractor = {"DUCKDB_PATH": str(extractor_db), "PIPELINE_HOLDS_WAREHOUSE": "false"}
     extractor = pipeline_env.spawn(
         "RangeDaily",
         "--of",
         "ParquetDay",
         *scheduler,
-        extra_env={"DUCKDB_PATH": str(extractor_db), "PIPELINE_HOLDS_WAREHOUSE": "false"},
+        extra_env=on_extractor,
     )
     loader = pipeline_env.spawn(
         "RangeDaily",
@@ -298,7 +279,7 @@ def test_two_workers_split_a_range_and_only_the_warehouse_worker_loads(
     assert ran(warehouse_db, "DuckLoadDay") == days
     assert ran(extractor_db, "DuckLoadDay") == []
     assert not extractor_db.exists()  # the extraction machine has no warehouse at all
-    loaded = warehouse(warehouse_db, "select count(*) from raw_meter_readings")
+    loaded = fetch(warehouse_db, "select count(*) from raw_meter_readings")
     assert loaded == [(20 * 24,)]
 
     # Asked for the warehouse's tasks, the extraction worker refuses before touching anything.
@@ -309,16 +290,11 @@ def test_two_workers_split_a_range_and_only_the_warehouse_worker_loads(
         "--days-back",
         "20",
         "--local-scheduler",
-        extra_env={"DUCKDB_PATH": str(extractor_db), "PIPELINE_HOLDS_WAREHOUSE": "false"},
+        extra_env=on_extractor,
     )
     assert refused.returncode == 30, refused.stderr
     assert "does not hold the DuckDB warehouse" in refused.stderr
-    check = pipeline_env.cli(
-        "-m",
-        "pipeline",
-        "check",
-        extra_env={"DUCKDB_PATH": str(extractor_db), "PIPELINE_HOLDS_WAREHOUSE": "false"},
-    )
+    check = pipeline_env.cli("-m", "pipeline", "check", extra_env=on_extractor)
     assert check.returncode == 0, check.stdout
     assert "ok    DuckDB: not on this worker" in check.stdout
     assert not extractor_db.exists()

@@ -11,16 +11,16 @@ from __future__ import annotations
 import math
 import os
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
 import httpx
 import pytest
+from conftest import SECOND, power_lines, wait_for, write_lines
 from selenium.webdriver.common.by import By
 
 from devstack.sample_warehouse import (
@@ -89,15 +89,10 @@ def site(
 ) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("page")
     influx_server.query("CREATE DATABASE home_energy")
-    now_ms = int(time.time() * 1000)
-    lines = [
-        f"power,source=meter1 instant_power_w={300 + i}.0 {now_ms - (20 - i) * 1000}"
-        for i in range(20)
-    ]
-    request = urllib.request.Request(
-        f"{influx_server.url}/write?db=home_energy&precision=ms", data="\n".join(lines).encode()
+    twenty_s_ago = datetime.now(UTC) - 20 * SECOND
+    write_lines(
+        influx_server, power_lines(twenty_s_ago, range(20), SECOND, power_w=lambda i: 300 + i)
     )
-    urllib.request.urlopen(request, timeout=30).close()
     live = root / "duckdb" / "home_energy.duckdb"
     tag = uuid.uuid4().hex[:8]
     env = {
@@ -162,17 +157,11 @@ def sign_in(browser, site: Site) -> None:
 
 
 def wait_rendered(browser, renders: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = browser.execute_script(
-            "return document.body && document.body.dataset.ready === '1' "
-            "&& Number(document.body.dataset.renders || 0) >= arguments[0]",
-            renders,
-        )
-        if done:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the page did not finish rendering in {timeout}s")
+    rendered = (
+        "return document.body && document.body.dataset.ready === '1' "
+        "&& Number(document.body.dataset.renders || 0) >= arguments[0]"
+    )
+    wait_for(lambda: browser.execute_script(rendered, renders), timeout, "the page to render")
 
 
 def console_errors(browser) -> list[str]:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from conftest import quarter_hour_lines
 
 from pipeline.days import day_window_utc
 from pipeline.tasks import DuckLoadDay, ParquetDay
@@ -21,17 +22,6 @@ DAY = date(2025, 12, 17)
 
 def ms(ts: str) -> int:
     return int(datetime.fromisoformat(ts).astimezone(UTC).timestamp() * 1000)
-
-
-def quarter_hour_lines(day: date, source: str = "meter1", kw: float = 1.0) -> list[str]:
-    """A constant load read every 15 minutes through one JST day (96 readings)."""
-    start, _ = day_window_utc(day, ZoneInfo("Asia/Tokyo"))
-    t0 = int(start.timestamp() * 1000)
-    return [
-        f"power,source={source} instant_power_w={kw * 1000},energy_import_kwh={100 + kw * i / 4} "
-        f"{t0 + i * 900_000}"
-        for i in range(96)
-    ]
 
 
 def raw_rows(env, day: date = DAY) -> list[tuple]:

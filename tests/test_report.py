@@ -14,16 +14,15 @@ import re
 from datetime import date, timedelta
 from email import policy
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from conftest import quarter_hour_lines
 
 from devstack.sample_warehouse import publish_sample_warehouse
 from devstack.servers import free_port
-from pipeline.days import day_window_utc
 from pipeline.reports import ReportDay, ReportTarget
 from pipeline.tasks import DbtBuild
 
@@ -31,19 +30,9 @@ D = date(2025, 12, 16)
 SMTP_PASSWORD = "smtp-secret-7f3a"
 
 
-def readings(day: date) -> list[str]:
-    """1 kW every 15 minutes across the day and the midnight after it."""
-    start = int(day_window_utc(day, ZoneInfo("Asia/Tokyo"))[0].timestamp() * 1000)
-    return [
-        f"power,source=meter1 instant_power_w=1000,energy_import_kwh={100 + i / 4} "
-        f"{start + i * 900_000}"
-        for i in range(97)
-    ]
-
-
 @pytest.fixture
 def warehouse(pipeline_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    pipeline_env.write(readings(D))
+    pipeline_env.write(quarter_hour_lines(D, count=97))  # and the midnight after
     assert pipeline_env.build(DbtBuild(date=D))
     publish_sample_warehouse(pipeline_env.duckdb, ["meter1", "meter2"], D - timedelta(days=60), D)
     monkeypatch.setenv("REPORTS_DIR", str(tmp_path / "reports"))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import yaml
+from conftest import REPO
 
 from pipeline.schema import RAW_COLUMNS, RAW_TABLE, SCHEMA_SQL
 
-SOURCES = Path(__file__).resolve().parent.parent / "dbt" / "models" / "staging" / "_sources.yml"
+SOURCES = REPO / "dbt" / "models" / "staging" / "_sources.yml"
 
 
 def documented_columns() -> list[tuple[str, str]]:
@@ -28,4 +27,3 @@ def test_dbt_source_documents_the_raw_table_as_created() -> None:
         ).fetchall()
     assert created == documented_columns()
     assert [name for name, _ in created] == list(RAW_COLUMNS)
-
