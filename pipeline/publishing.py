@@ -289,17 +289,16 @@ class Warehouse:
                 _wal(damaged).unlink(missing_ok=True)
                 fsync_path(self.live.parent)
                 return aside
-            if self.live.exists():
-                os.replace(self.live, aside)
-                _wal(self.live).unlink(missing_ok=True)
-            else:
-                aside = None
+            damaged = self.live if self.live.exists() else None
+            if damaged is not None:
+                os.replace(damaged, aside)
+                _wal(damaged).unlink(missing_ok=True)
             staged = sibling(self.live, "restoring")
             shutil.copyfile(self.prev_path, staged)
             fsync_path(staged)
             os.replace(staged, self.live)
             fsync_path(self.live.parent)
-            return aside
+            return aside if damaged is not None else None
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
