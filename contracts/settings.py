@@ -114,6 +114,6 @@ def _checked(name: str, raw: str, value: N, zero: bool) -> N:
 
 # Defaults of settings that more than one process reads (the pipeline writes, the gateway reads).
 DUCKDB_PATH_DEFAULT = "data/duckdb/home_energy.duckdb"
-PUBLISH_MODES = ("swap", "inplace")
+PUBLISH_MODES = ("swap", "alternate", "inplace")  # the first is the default
 REPORTS_DIR_DEFAULT = "data/reports"
 TZ_DEFAULT = "Asia/Tokyo"

@@ -5,11 +5,14 @@ file is open, a new `duckdb.connect(path)` returns that same instance, so a proc
 opened the file keeps reading the snapshot it first saw, even after a publish renamed a new
 file over it. What works, per publish mode (`DUCKDB_PUBLISH_MODE`, design.md section 4):
 
-- `swap` (default): the writer never touches the live file's bytes, it renames a new file over
-  it. The reader keeps one read-only connection and, before each use, compares the live path's
-  identity (device, inode, mtime, size) with the file it opened; when it changed, it waits for
-  the cursors in use to finish, closes the connection (which drops DuckDB's cached instance)
-  and opens the new file.
+- `swap` (default) and `alternate`: the writer never touches the live file's bytes, it renames
+  a new file (swap) or a symbolic link to the other of two files (alternate) over the live
+  name. The reader keeps one read-only connection and, before each use, compares the identity
+  of the file the live path leads to (device, inode, mtime, size) with the file it opened; when
+  it changed, it waits for the cursors in use to finish, closes the connection (which drops
+  DuckDB's cached instance) and opens the new file. Between requests a watcher thread does the
+  same once a second for an idle connection: in alternate mode the file a reader still holds
+  is the one the next publish changes, and DuckDB's lock would keep the writer out.
 - `inplace`: the writer opens the live file itself and DuckDB refuses it while any reader holds
   it open. The reader opens and closes the file per use, under a shared lock on the writers'
   lock file taken without waiting: a writer waits at most one request (it polls its lock), and
@@ -31,11 +34,16 @@ from typing import Any
 
 import duckdb
 
+from contracts.settings import PUBLISH_MODES
+from contracts.warehouse import writer_lock_path
+
 NO_DATA = "no_data"
 UPDATING = "updating"
 BEING_REPLACED = "Updating: the data is being replaced and cannot be read yet; try again shortly."
 # How long a reader waits for the other readers of a replaced file before it looks again.
 _DRAIN_POLL_S = 0.5
+# How often an idle reader looks whether the file it holds is still the published one.
+_RELEASE_POLL_S = 1.0
 
 
 class WarehouseUnavailable(Exception):
@@ -70,21 +78,25 @@ class FileIdentity:
 class WarehouseReader:
     """Read-only cursors on the live DuckDB file, always of the latest published file."""
 
-    def __init__(self, live: Path, publish_mode: str = "swap") -> None:
-        if publish_mode not in ("swap", "inplace"):
-            raise ValueError(f"DUCKDB_PUBLISH_MODE must be swap or inplace, got {publish_mode!r}")
+    def __init__(self, live: Path, publish_mode: str = PUBLISH_MODES[0]) -> None:
+        if publish_mode not in PUBLISH_MODES:
+            raise ValueError(
+                f"DUCKDB_PUBLISH_MODE must be one of {', '.join(PUBLISH_MODES)}, "
+                f"got {publish_mode!r}"
+            )
         self.live = Path(live)
-        self.hold_open = publish_mode == "swap"
+        self.hold_open = publish_mode != "inplace"
         self._lock = threading.Condition()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._opened: FileIdentity | None = None
         self._users = 0
         self._remembered: dict[str, Any] = {}
+        self._stop_watching: threading.Event | None = None
 
     @property
     def lock_path(self) -> Path:
         """The writers' own lock file (pipeline.publishing.Warehouse.lock_path)."""
-        return self.live.with_name(self.live.name + ".lock")
+        return writer_lock_path(self.live)
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -123,6 +135,9 @@ class WarehouseReader:
 
     def close(self) -> None:
         with self._lock:
+            if self._stop_watching is not None:
+                self._stop_watching.set()
+                self._stop_watching = None
             self._close()
 
     def _acquire(self) -> duckdb.DuckDBPyConnection:
@@ -137,10 +152,34 @@ class WarehouseReader:
                     # the next use sees a mismatch and reopens, never the other way round.
                     self._con = _open(self.live)
                     self._opened = identity
+                    self._watch()
                     break
                 self._lock.wait(_DRAIN_POLL_S)
             self._users += 1
             return self._con
+
+    def _watch(self) -> None:
+        """Start the watcher that lets go of a replaced file between requests (once)."""
+        if self._stop_watching is None:
+            self._stop_watching = threading.Event()
+            threading.Thread(
+                target=self._release_replaced,
+                args=(self._stop_watching,),
+                name="warehouse-reader-watcher",
+                daemon=True,
+            ).start()
+
+    def _release_replaced(self, stop: threading.Event) -> None:
+        while not stop.wait(_RELEASE_POLL_S):
+            with self._lock:
+                if self._con is None or self._users:
+                    continue
+                try:
+                    current: FileIdentity | None = FileIdentity.of(self.live)
+                except WarehouseUnavailable:
+                    current = None
+                if current != self._opened:
+                    self._close()
 
     def _release(self) -> None:
         with self._lock:

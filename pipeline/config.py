@@ -221,8 +221,10 @@ class storage(luigi.Config):
         env="DUCKDB_PUBLISH_MODE",
         default=PUBLISH_MODES[0],
         choices=PUBLISH_MODES,
-        description="swap: work on home_energy.next.duckdb and rename it in (readers keep the "
-        "old file); inplace: one transaction in the live file",
+        description="swap: work on home_energy.next.duckdb copied from the live file and rename "
+        "it in (readers keep the old file; each publish copies the history); alternate: two "
+        "files take turns behind a symbolic link, each publish copies only what changed; "
+        "inplace: one transaction in the live file",
     )
     duckdb_memory_limit = EnvParameter(
         env="DUCKDB_MEMORY_LIMIT",

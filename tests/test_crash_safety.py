@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import minute_lines
 
+from pipeline.publishing import Warehouse
+
 DAY = date(2025, 12, 17)
 
 
@@ -110,3 +112,49 @@ def test_kill_during_duck_load_day_inplace(archived_then_changed, point: str) ->
     assert killed.returncode == -signal.SIGKILL
     assert warehouse_rows(env.duckdb) in (100, 120)  # one transaction: before or after, whole
     finish_and_check(env, mode="inplace")
+
+
+def publication(db: Path) -> tuple[str, str | None]:
+    """(live file, prev file) of the alternate mode: the names the two links point at."""
+    prev = db.with_name("home_energy.prev.duckdb")
+    return db.readlink().name, prev.readlink().name if prev.is_symlink() else None
+
+
+@pytest.mark.parametrize(
+    ("point", "standby"),
+    [
+        ("publish.prev_released", "caught up"),
+        ("publish.caught_up", "caught up"),
+        ("load.before_commit", "caught up"),
+        ("publish.loaded", "caught up"),
+        ("publish.verified", "caught up"),
+        ("publish.swapped", "caught up"),
+        ("publish.copied", "copied"),
+        ("publish.loaded", "copied"),
+    ],
+)
+def test_kill_during_duck_load_day_alternate(archived_then_changed, point: str, standby: str):
+    """The standby file is either caught up (it was live one publish ago) or, the first time
+    after another mode, copied from the live file."""
+    env = archived_then_changed
+    assert run(env, "ParquetDay", mode="alternate").returncode == 0
+    if standby == "caught up":  # an alternate publish before: both files exist
+        with Warehouse(env.duckdb, "alternate").publishing():
+            pass  # publishes the same database again (what a DbtBuild with nothing new does)
+    before = publication(env.duckdb) if env.duckdb.is_symlink() else None
+    killed = run(env, "DuckLoadDay", failpoint=point, mode="alternate")
+    assert killed.returncode == -signal.SIGKILL
+    if point == "publish.swapped":  # killed after the link moved: the new day is live
+        assert warehouse_rows(env.duckdb) == 120
+    else:  # readers still see the old, whole database, through the same link
+        assert warehouse_rows(env.duckdb) == 100
+        if before is not None:
+            assert publication(env.duckdb)[0] == before[0]
+    finish_and_check(env, mode="alternate")
+    assert not list(env.duckdb.parent.glob("*.copying.duckdb*"))
+    assert not list(env.duckdb.parent.glob("*.pointing"))
+    live, prev = publication(env.duckdb)
+    assert {live, prev} <= {"home_energy.a.duckdb", "home_energy.b.duckdb", None}
+    if point != "publish.swapped":  # the rerun published: the old database is the way back
+        assert prev is not None and prev != live
+        assert warehouse_rows(env.duckdb.with_name("home_energy.prev.duckdb")) == 100

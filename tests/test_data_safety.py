@@ -310,7 +310,9 @@ def damage(path: Path) -> None:
             f.write(b"\xa5" * 4096)
 
 
-def test_damaged_database_is_detected_and_restored_from_prev(pipeline_env) -> None:
+@pytest.mark.parametrize("mode", ["swap", "alternate"])
+def test_damaged_database_is_detected_and_restored_from_prev(pipeline_env, mode: str) -> None:
+    pipeline_env.env["DUCKDB_PUBLISH_MODE"] = mode
     second = date(2025, 12, 18)
     pipeline_env.write(minute_lines(1440, DAY) + minute_lines(1440, second))
     assert load(pipeline_env).returncode == 0

@@ -83,3 +83,37 @@ def test_disk_full_while_publishing_keeps_the_live_database(pipeline_env, small_
     assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("select count(*) from raw_meter_readings").fetchone()[0] == 300
+
+
+def test_disk_full_in_alternate_mode_keeps_the_live_database(pipeline_env, small_disk) -> None:
+    """First the copy that makes the second file, then a catch-up, fail for want of room: the
+    live link and its file stay as they were, and the rerun with room converges."""
+    db = small_disk / "duckdb" / "home_energy.duckdb"
+    pipeline_env.env.update(DUCKDB_PATH=str(db), DUCKDB_PUBLISH_MODE="alternate")
+
+    def live_rows() -> int:
+        with duckdb.connect(str(db), read_only=True) as con:
+            return con.execute("select count(*) from raw_meter_readings").fetchone()[0]
+
+    expected = 100
+    pipeline_env.write(second_lines(expected, "meter1"))
+    assert pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler").returncode == 0
+    for source, leave in (("meter2", db.stat().st_size // 2), ("meter3", 50_000)):
+        pipeline_env.write(second_lines(20_000, source))
+        assert pipeline_env.cli("-m", "pipeline", "rebuild", "--date", str(DAY)).returncode == 0
+        assert (
+            pipeline_env.cli("ParquetDay", "--date", str(DAY), "--local-scheduler").returncode == 0
+        )
+        live = db.readlink()
+        filler = fill_disk(small_disk, leave_bytes=leave)
+
+        result = pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler")
+        assert result.returncode == 40, result.stderr
+        assert "No space left on device" in result.stderr
+        assert db.readlink() == live and live_rows() == expected
+
+        filler.unlink()
+        result = pipeline_env.cli("DuckLoadDay", "--date", str(DAY), "--local-scheduler")
+        assert result.returncode == 0, result.stderr
+        expected += 20_000
+        assert db.readlink() != live and live_rows() == expected

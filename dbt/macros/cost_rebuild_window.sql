@@ -45,7 +45,7 @@
   tariff data than `fingerprint`. `contracts` is int_meter_contracts.
 -#}
 {% macro cost_rebuild_window(contracts, fingerprint) %}
-    {%- set energy = energy_rebuild_window(ref('int_meter_register_readings')) -%}
+    {%- set energy = energy_rebuild_window() -%}
     {%- if energy is none -%}
         {{ return(none) }}
     {%- endif -%}

@@ -7,7 +7,7 @@
     )
 }}
 
-{%- set rebuild = energy_rebuild_window(ref('int_meter_register_readings')) -%}
+{%- set rebuild = energy_rebuild_window() -%}
 
 with half_hours as (
 

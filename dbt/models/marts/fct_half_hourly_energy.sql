@@ -9,9 +9,11 @@
 
 {%- set half_hour_ms = 30 * 60 * 1000 -%}
 {%- set max_gap_ms = var('max_gap_minutes') * 60 * 1000 -%}
-{%- set rebuild = energy_rebuild_window(ref('int_meter_register_readings')) -%}
+{%- set rebuild = energy_rebuild_window() -%}
 
-with register_readings as (
+-- Not materialized: each use below filters it by time, which reaches the table scan only
+-- through a CTE that DuckDB inlines (a materialized one would read the whole history).
+with register_readings as not materialized (
 
     select
         source,
@@ -26,6 +28,48 @@ with register_readings as (
 {% if rebuild -%}
 {%- set window_starts_at = local_midnight("date '" ~ rebuild.first_date ~ "'") -%}
 {%- set window_ends_at = local_midnight("date '" ~ rebuild.last_date ~ "' + 1") %}
+-- The last reading before the window per source and register, from the raw table itself: this
+-- reads the whole history before the window, which through the staging view's conversions
+-- costs seconds a night over years of readings. Only the instants are found over the history;
+-- the readings at them are then looked up, which the instants' range keeps to a row group.
+previous_instants as (
+
+    select
+        source,
+        max(ts_utc) filter (where energy_import_kwh is not null) as import_at,
+        max(ts_utc) filter (where energy_export_kwh is not null) as export_at
+    from {{ source('raw', 'raw_meter_readings') }}
+    where ts_utc < {{ window_starts_at }}
+    group by source
+
+),
+
+previous_readings as (
+
+    select
+        raw.source,
+        'import' as register,
+        raw.ts_utc,
+        raw.energy_import_kwh as kwh,
+        raw.instant_power_w
+    from {{ source('raw', 'raw_meter_readings') }} as raw
+    inner join previous_instants
+        on raw.source = previous_instants.source and raw.ts_utc = previous_instants.import_at
+
+    union all
+
+    select
+        raw.source,
+        'export' as register,
+        raw.ts_utc,
+        raw.energy_export_kwh as kwh,
+        null::double as instant_power_w
+    from {{ source('raw', 'raw_meter_readings') }} as raw
+    inner join previous_instants
+        on raw.source = previous_instants.source and raw.ts_utc = previous_instants.export_at
+
+),
+
 -- Only the rebuilt days' readings, plus per source and register the reading on each side:
 -- the intervals that reach into the window from outside are computed exactly as in a full build.
 selected_readings as (
@@ -35,10 +79,7 @@ selected_readings as (
 
     union all
 
-    select source, register, max(ts_utc), arg_max(kwh, ts_utc), arg_max(instant_power_w, ts_utc)
-    from register_readings
-    where ts_utc < {{ window_starts_at }}
-    group by source, register
+    select * from previous_readings
 
     union all
 
