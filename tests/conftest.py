@@ -24,7 +24,8 @@ from devstack.secure_broker import SecureMosquittoServer
 from devstack.servers import InfluxServer, LuigidServer, MosquittoServer, ensure_packages
 
 # Tests that need one of these (directly or through another fixture) are marked `servers`;
-# `pytest -m "not servers"` is the quick tier without them.
+# `pytest -m "not servers"` is the quick tier without them (and without the modules that
+# mark themselves because they build dbt or start their own broker).
 SERVER_FIXTURES = frozenset(
     {"influx_server", "mosquitto", "_mosquitto_tls_server", "private_broker", "luigid"}
 )

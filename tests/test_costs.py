@@ -37,7 +37,8 @@ from insights_data import (
 
 from pipeline.dbt_runner import DBT_PROJECT_DIR, DbtBuildError, run_dbt_build
 
-pytestmark = pytest.mark.timeout(600)
+# `servers`: dbt builds on real DuckDB files, which take minutes, not the quick tier's seconds.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.servers]
 
 # TEPCO Energy Partner, from 2023-06-01 (yen per kWh or per month, tax included).
 JURYO_B_TIERS = [(0.0, 120.0, 29.80), (120.0, 300.0, 36.40), (300.0, math.inf, 40.49)]

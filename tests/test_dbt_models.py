@@ -23,7 +23,8 @@ from insights_data import TOKYO, insert_rows, local_midnight, new_database
 
 from pipeline.dbt_runner import DbtBuildError, run_dbt_build
 
-pytestmark = pytest.mark.timeout(180)
+# `servers`: dbt builds on real DuckDB files, which take minutes, not the quick tier's seconds.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.servers]
 
 FIRST_DAY = date(2025, 3, 1)
 FULL_DAYS = [FIRST_DAY + timedelta(days=n) for n in range(5)]  # March 1-5, read all day

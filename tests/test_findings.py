@@ -22,7 +22,8 @@ from insights_data import TOKYO, load, meter, new_database
 
 from pipeline.dbt_runner import run_dbt_build
 
-pytestmark = pytest.mark.timeout(600)
+# `servers`: dbt builds on real DuckDB files, which take minutes, not the quick tier's seconds.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.servers]
 
 FIRST, LAST = date(2025, 4, 1), date(2025, 6, 30)
 HEATER_DAY = date(2025, 6, 18)

@@ -135,7 +135,11 @@ def test_bad_tuning_values_are_refused(name: str, monkeypatch: pytest.MonkeyPatc
         ("HOMEASSISTANT_ENABLED", "yes", "HOMEASSISTANT_ENABLED must be true or false"),
         ("GATEWAY_HOMEASSISTANT_POWER_SECONDS", "0", "must be positive"),
         ("GATEWAY_UI_PASSWORD_HASH", "s3cret-not-a-hash", "GATEWAY_UI_PASSWORD_HASH must look"),
-        ("DUCKDB_PUBLISH_MODE", "sometimes", "DUCKDB_PUBLISH_MODE must be swap or inplace"),
+        (
+            "DUCKDB_PUBLISH_MODE",
+            "sometimes",
+            "DUCKDB_PUBLISH_MODE must be swap, alternate or inplace",
+        ),
     ],
 )
 def test_bad_configuration_stops_the_gateway_at_start(name: str, value: str, message: str) -> None:

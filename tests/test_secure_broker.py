@@ -24,7 +24,8 @@ from contracts.mqtt import PROTOCOLS, MqttSettings, make_client
 from devstack.secure_broker import REPO_ROOT, SecureMosquittoServer
 from gateway.settings import DEFAULT_CLIENT_ID
 
-pytestmark = pytest.mark.timeout(60)
+# `servers`: each test starts its own mosquitto, which take minutes, not the quick tier's seconds.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.servers]
 
 WAIT_S = 5.0
 READINGS_TOPIC = "home/power"
