@@ -16,7 +16,7 @@ from pipeline.days import local_today
 from pipeline.errors import PipelineError, damage_explained
 from pipeline.extract import InfluxSource
 from pipeline.forecast_task import forecast_states
-from pipeline.partitions import PartitionTarget, check_writable, list_partitions
+from pipeline.partitions import PartitionTarget, check_writable
 from pipeline.publishing import Warehouse
 from pipeline.runlog import last_runs
 from pipeline.schema import MARKER_TABLE
@@ -77,7 +77,7 @@ def _cmd_restore_prev(args: argparse.Namespace) -> int:
 
 
 def _manifest_rows(dataset: str, days: list[date]) -> dict[date, str]:
-    found = list_partitions(dataset_dir(dataset))
+    found = dataset_dir(dataset).current_days()
     rows = {}
     for day in days:
         target = PartitionTarget(dataset_dir(dataset), day)

@@ -12,12 +12,11 @@ from datetime import date, timedelta
 import luigi
 
 from contracts.message import MEASUREMENT_FIELDS
-from pipeline.config import calendar, influx, late_data
+from pipeline.config import calendar, late_data
 from pipeline.days import LocalDateParameter, local_today
 from pipeline.errors import PipelineError
-from pipeline.extract import InfluxSource
 from pipeline.partitions import PartitionTarget
-from pipeline.task_base import LANDING_DATASET, dataset_dir, logger
+from pipeline.task_base import LANDING_DATASET, dataset_dir, influx_source, logger
 
 
 class SourceCoversArchive(luigi.ExternalTask):
@@ -32,37 +31,41 @@ class SourceCoversArchive(luigi.ExternalTask):
 
     def complete(self) -> bool:
         archive = PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
-        if not archive.archived() or archive.accepts_fewer():
+        if not guards(archive):
             return True
         try:
-            counts = InfluxSource(influx().settings()).daily_field_counts(
-                self.date, self.date, calendar().zone
-            )
+            counts = influx_source().daily_field_counts(self.date, self.date, calendar().zone)
         except PipelineError:
             return True  # the extraction itself reports the server's failure in one line
-        shrunk = shrinkage(
-            counts.get(self.date, dict.fromkeys(MEASUREMENT_FIELDS, 0)), archive.manifest()
-        )
-        if shrunk:
-            logger.error(archive_kept_message(self.date, shrunk))
-        return not shrunk
+        kept = archive_kept(archive, counts.get(self.date, dict.fromkeys(MEASUREMENT_FIELDS, 0)))
+        if kept:
+            logger.error(kept)
+        return kept is None
 
 
-def shrinkage(new_counts: dict[str, int], manifest: dict) -> str | None:
-    """'191 < 192' when a new extraction holds fewer values than the archived one, else None.
+def guards(archive: PartitionTarget) -> bool:
+    """Whether an extraction must not replace the day with fewer values: it is archived, and
+    the user has not accepted fewer (`rebuild --accept-fewer`)."""
+    return archive.archived() and not archive.accepts_fewer()
+
+
+def archive_kept(archive: PartitionTarget, new_counts: dict[str, int]) -> str | None:
+    """Why a guarded archive is kept against an extraction holding `new_counts` values per
+    field, or None when that extraction holds at least as many.
 
     Values (readings times the fields each carries) rather than rows, because InfluxDB counts
     per field; a source that gained readings while losing a few still replaces the day.
     """
-    new, archived = sum(new_counts.values()), sum(manifest.get("field_counts", {}).values())
-    return f"{new:,} < {archived:,}" if new < archived else None
-
-
-def archive_kept_message(day: date, shrunk: str) -> str:
+    new = sum(new_counts.values())
+    archived = sum(archive.manifest().get("field_counts", {}).values())
+    if new >= archived:
+        return None
+    day = archive.day
     return (
-        f"{day}: the source holds fewer values than the archive ({shrunk}); the archive is "
-        f"kept. To replace it anyway: python -m pipeline rebuild --date {day} --accept-fewer; "
-        f"to keep it and stop asking: python -m pipeline rebuild --date {day} --cancel"
+        f"{day}: the source holds fewer values than the archive ({new:,} < {archived:,}); the "
+        f"archive is kept. To replace it anyway: python -m pipeline rebuild --date {day} "
+        f"--accept-fewer; to keep it and stop asking: python -m pipeline rebuild --date {day} "
+        "--cancel"
     )
 
 
@@ -78,10 +81,8 @@ def gained_in_source(days: list[date]) -> set[date]:
     recent = sorted(d for d in days if d >= oldest)
     if not recent:
         return set()
-    settings = influx()
     try:
-        source = InfluxSource(settings.settings())
-        counts = source.daily_field_counts(recent[0], recent[-1], zone)
+        counts = influx_source().daily_field_counts(recent[0], recent[-1], zone)
     except PipelineError as e:
         logger.warning("late data not checked for %s..%s: %s", recent[0], recent[-1], e)
         return set()

@@ -397,11 +397,6 @@ def open_dataset(base: str, name: str) -> Dataset:
     return LocalDataset(Path(base) / name)
 
 
-def list_partitions(dataset: Dataset) -> set[date]:
-    """Every current day of a dataset, from one listing (after crash recovery)."""
-    return dataset.current_days()
-
-
 def check_writable(folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-") as f:

@@ -55,7 +55,6 @@ def runs_path() -> Path:
 
 
 def record(task: PipelineTask, status: str, error: str | None = None) -> None:
-    global _last_flush
     started = task._started_at
     duration = time.monotonic() - started if started is not None else None
     finished = datetime.now(UTC)
@@ -75,12 +74,13 @@ def record(task: PipelineTask, status: str, error: str | None = None) -> None:
     in_child = multiprocessing.parent_process() is not None
     if status != "SUCCESS" or in_child or time.monotonic() - _last_flush >= FLUSH_EVERY_S:
         flush()
-        _last_flush = time.monotonic()
 
 
 @atexit.register
 def flush() -> None:
     """Write every pending row."""
+    global _last_flush
+    _last_flush = time.monotonic()
     while _pending:
         path, rows = _pending.popitem()
         _write(path, rows)

@@ -15,9 +15,10 @@ from typing import Any, TypeVar, cast
 
 import luigi
 
-from pipeline.config import check_settings, storage
+from pipeline.config import check_settings, influx, storage
 from pipeline.days import as_days
 from pipeline.errors import PipelineError
+from pipeline.extract import InfluxSource, shared_source
 from pipeline.partitions import Dataset, open_dataset
 from pipeline.publishing import Warehouse
 
@@ -47,6 +48,13 @@ def warehouse_file() -> Path:
             "machine"
         )
     return store.duckdb_file
+
+
+def influx_source() -> InfluxSource:
+    """The configured InfluxDB, one connection per process: its day counts serve every day of
+    a backfill, and the late-data checks ask it again for each day."""
+    settings = influx()
+    return shared_source(settings.settings(), settings.window_rows)
 
 
 def live_warehouse() -> Warehouse:

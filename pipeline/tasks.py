@@ -13,16 +13,15 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from datetime import UTC, date, datetime
 
-from pipeline.config import calendar, influx, storage
+from pipeline.config import calendar, storage
 from pipeline.database import connect
 from pipeline.days import LocalDateParameter, LocalDaysParameter, day_window_utc, first_day
 from pipeline.errors import PipelineError
-from pipeline.extract import shared_source
 from pipeline.late_data import (
     SourceCoversArchive,
-    archive_kept_message,
+    archive_kept,
     gained_in_source,
-    shrinkage,
+    guards,
 )
 from pipeline.markers import (
     MarkerTarget,
@@ -31,13 +30,14 @@ from pipeline.markers import (
     neighbourhood_fingerprint,
     read_markers,
 )
-from pipeline.partitions import PartitionTarget, list_partitions
+from pipeline.partitions import PartitionTarget
 from pipeline.task_base import (
     LANDING_DATASET,
     RAW_DATASET,
     DaysPerPublishTask,
     PipelineTask,
     dataset_dir,
+    influx_source,
     live_warehouse,
     task_class,
     warehouse_file,
@@ -64,8 +64,7 @@ class ExtractDay(PipelineTask):
         return PartitionTarget(dataset_dir(LANDING_DATASET), self.date)
 
     def run(self) -> None:
-        settings = influx()
-        source = shared_source(settings.settings(), settings.window_rows)
+        source = influx_source()
         zone = calendar().zone
         start, end = day_window_utc(self.date, zone)
         span = (end - start).total_seconds()
@@ -85,10 +84,8 @@ class ExtractDay(PipelineTask):
                 progress=progress,
             )
             archive = self.output()
-            if archive.archived() and not archive.accepts_fewer():
-                shrunk = shrinkage(stats.field_counts, archive.manifest())
-                if shrunk:
-                    raise PipelineError(archive_kept_message(self.date, shrunk))
+            if guards(archive) and (kept := archive_kept(archive, stats.field_counts)):
+                raise PipelineError(kept)
             staged.manifest.update(
                 rows=stats.rows,
                 field_counts=stats.field_counts,
@@ -100,7 +97,7 @@ class ExtractDay(PipelineTask):
             logger.warning(
                 "no readings for %s in %s between %s and %s: archived an empty day",
                 self.date,
-                settings.settings().url,
+                source.settings.url,
                 start,
                 end,
             )
@@ -111,7 +108,7 @@ class ExtractDay(PipelineTask):
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:
-        done = list_partitions(dataset_dir(LANDING_DATASET))
+        done = dataset_dir(LANDING_DATASET).current_days()
         archived = [d for d in parameter_tuples if first_day(d) in done]
         gained = gained_in_source([first_day(d) for d in archived])
         return [d for d in archived if first_day(d) not in gained]
@@ -190,7 +187,7 @@ class ParquetDay(DaysPerPublishTask):
 def current_manifests(name: str, days: list[date]) -> dict[date, dict]:
     """The manifests of the days a dataset holds current (one listing, then the reads)."""
     dataset = dataset_dir(name)
-    listed = list_partitions(dataset)
+    listed = dataset.current_days()
     return dataset.manifests(day for day in days if day in listed)
 
 
