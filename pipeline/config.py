@@ -13,12 +13,13 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import luigi
 from luigi.cmdline_parser import CmdlineParser
 from luigi.parameter import ParameterVisibility
+from luigi.task_register import Register
 
 from contracts.homeassistant import DISCOVERY_PREFIX
 from contracts.influx import InfluxSettings
@@ -119,8 +120,49 @@ class EnvChoiceParameter(_EnvOverride, luigi.ChoiceParameter):
 _PRIVATE = ParameterVisibility.PRIVATE
 
 
+class ReadOnce(Register):
+    """Luigi's metaclass for a settings section that a process reads once, not on every call.
+
+    Luigi resolves every parameter of a Config each time one is made (the command line, the
+    environment, luigi.cfg: about a millisecond), before it even looks in its instance cache; a
+    year's backfill asks for its settings thousands of times. A section made without arguments
+    is kept and made again only when what it reads changes: another command line being parsed,
+    one of its environment variables, or Luigi's instance cache being cleared.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return super().__call__(*args, **kwargs)
+        read_from = (
+            CmdlineParser.get_instance(),
+            Register._Register__instance_cache,  # type: ignore[attr-defined]
+            [os.environ.get(name) for name in _variables(cls)],
+        )
+        kept = _sections.get(cls)
+        if kept is None or not _same_sources(kept[0], read_from):
+            kept = _sections[cls] = (read_from, super().__call__())
+        return kept[1]
+
+
+@functools.cache
+def _variables(section: type[luigi.Config]) -> tuple[str, ...]:
+    return tuple(name for _, param in section.get_params() for name in param.env)
+
+
+def _same_sources(a: tuple[object, object, list], b: tuple[object, object, list]) -> bool:
+    # The parser and the cache by identity (the kept tuple keeps them alive), the values by value.
+    return a[0] is b[0] and a[1] is b[1] and a[2] == b[2]
+
+
+_sections: dict[type, tuple[tuple[object, object, list], Any]] = {}
+
+
+class Section(luigi.Config, metaclass=ReadOnce):
+    """A settings section, read once per process (ReadOnce)."""
+
+
 # Luigi names a config section after its class, hence the lowercase names ([influx], ...).
-class influx(luigi.Config):
+class influx(Section):
     url = EnvParameter(
         env="INFLUX_URL", default=InfluxSettings.url, description="InfluxDB base URL"
     )
@@ -180,7 +222,7 @@ class influx(luigi.Config):
         )
 
 
-class storage(luigi.Config):
+class storage(Section):
     parquet_base_dir = EnvParameter(
         env="PARQUET_BASE_DIR",
         default="data/parquet",
@@ -255,7 +297,7 @@ class storage(luigi.Config):
         return Path(self.duckdb_path)
 
 
-class calendar(luigi.Config):
+class calendar(Section):
     tz = EnvParameter(
         env="TZ", default=TZ_DEFAULT, description="the pipeline's time zone: a day is local"
     )
@@ -271,7 +313,7 @@ class calendar(luigi.Config):
             refuse(str(e))
 
 
-class late_data(luigi.Config):
+class late_data(Section):
     lookback_days = EnvIntParameter(
         env="LATE_DATA_LOOKBACK_DAYS",
         default=7,
@@ -281,7 +323,7 @@ class late_data(luigi.Config):
     )
 
 
-class mqtt(luigi.Config):
+class mqtt(Section):
     """The broker the pipeline publishes Home Assistant's sensors to (design.md section 7)."""
 
     broker_url = EnvParameter(
@@ -321,7 +363,7 @@ class mqtt(luigi.Config):
             raise PipelineError(str(e)) from None
 
 
-class homeassistant(luigi.Config):
+class homeassistant(Section):
     enabled = EnvBoolParameter(
         env="HOMEASSISTANT_ENABLED",
         default=False,
@@ -335,7 +377,7 @@ class homeassistant(luigi.Config):
     )
 
 
-class report(luigi.Config):
+class report(Section):
     folder = EnvParameter(
         env="REPORTS_DIR",
         default=REPORTS_DIR_DEFAULT,
@@ -344,7 +386,7 @@ class report(luigi.Config):
     )
 
 
-class report_email(luigi.Config):
+class report_email(Section):
     smtp_host = EnvParameter(
         env="REPORT_SMTP_HOST", default="", description="SMTP server; empty: no e-mail"
     )
@@ -381,7 +423,7 @@ class report_email(luigi.Config):
         return bool(self.smtp_host and self.recipients)
 
 
-class forecast(luigi.Config):
+class forecast(Section):
     fit_days = EnvIntParameter(
         env="FORECAST_FIT_DAYS",
         default=28,

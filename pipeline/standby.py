@@ -6,7 +6,7 @@ it is made equal to the live file by copying only what differs, so the cost of a
 follows what changed, not the history:
 
 - raw readings day by day: a day's rows and its DuckLoadDay marker change in one transaction
-  (`load_day`), so the days whose raw markers differ between the two files are exactly the
+  (`load_days`), so the days whose raw markers differ between the two files are exactly the
   days whose rows differ; those days are copied, nothing else of the big table;
 - every other table (the marker table, the dbt marts and seeds, the run's own tables) whole:
   they are a day's summary each, hundreds of times smaller than the readings, and dbt rebuilds

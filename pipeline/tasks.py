@@ -43,7 +43,7 @@ from pipeline.task_base import (
     warehouse_file,
 )
 from pipeline.transform import canonical_connection, write_canonical
-from pipeline.warehouse import load_day
+from pipeline.warehouse import DayLoad, load_days
 
 logger = logging.getLogger("luigi-interface")
 
@@ -217,20 +217,25 @@ class DuckLoadDay(DaysPerPublishTask):
     def run(self) -> None:
         zone = calendar().zone
         ids = marker_ids(self.get_task_family(), self.days())
-        total = 0
+        loads = [
+            DayLoad(
+                partition=part,
+                window_utc=day_window_utc(part.day, zone),
+                update_id=ids[part.day],
+                fingerprint=part.fingerprint() or "",
+            )
+            for part in self.partitions()
+        ]
+
+        def loaded(days: int, rows: int) -> None:
+            self.report(
+                days / len(loads), f"{rows:,} rows loaded, day {loads[days - 1].partition.day}"
+            )
+
         with live_warehouse().writing() as con:
-            for n, part in enumerate(self.partitions()):
-                total += load_day(
-                    con,
-                    partition=part,
-                    window_utc=day_window_utc(part.day, zone),
-                    update_id=ids[part.day],
-                    day=part.day,
-                    fingerprint=part.fingerprint() or "",
-                )
-                self.report((n + 1) / len(ids), f"{total:,} rows loaded, day {part.day}")
+            total = load_days(con, loads, loaded)
         self.rows_written = total
-        self.report(1.0, f"{total:,} rows in {len(ids)} day(s) published")
+        self.report(1.0, f"{total:,} rows in {len(loads)} day(s) published")
 
     @classmethod
     def bulk_complete(cls, parameter_tuples: Iterable[date]) -> list[date]:

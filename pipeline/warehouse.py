@@ -5,7 +5,9 @@ How a changed database becomes the live one is `publishing.py`'s job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import date, datetime
 
 import duckdb
@@ -18,32 +20,32 @@ from pipeline.partitions import PartitionTarget
 from pipeline.schema import MARKER_TABLE, RAW_COLUMN_LIST, RAW_TABLE
 
 
-def load_day(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    partition: PartitionTarget,
-    window_utc: tuple[datetime, datetime],
-    update_id: str,
-    day: date,
-    fingerprint: str,
-) -> int:
-    """Replace one day of readings from its Parquet partition and mark it, in one transaction.
+@dataclass(frozen=True)
+class DayLoad:
+    """One day to load: its Parquet partition, its UTC window and its marker."""
 
-    The partition is read where it is (a local folder, or object storage as Arrow batches).
+    partition: PartitionTarget
+    window_utc: tuple[datetime, datetime]
+    update_id: str
+    fingerprint: str
+
+
+def load_days(
+    con: duckdb.DuckDBPyConnection, loads: list[DayLoad], loaded: Callable[[int, int], None]
+) -> int:
+    """Replace the days' readings from their partitions and mark each, in one transaction;
+    `loaded(days, rows)` after each day. The total of rows loaded.
+
+    A partition is read where it is (a local folder, or object storage as Arrow batches). One
+    transaction, not one per day: a commit costs as much as loading a small day, and a batch is
+    published (or not) as a whole anyway.
     """
+    total = 0
     con.execute("begin transaction")
     try:
-        con.execute(f"delete from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", list(window_utc))
-        with partition.rows(con, "partition_rows") as rows:
-            con.execute(
-                f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} from {rows}"
-            )
-        rows = scalar(
-            con, f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", window_utc
-        )
-        write_marker(
-            con, update_id, RAW_TABLE, partition_date=day, row_count=rows, fingerprint=fingerprint
-        )
+        for n, load in enumerate(loads):
+            total += _replace_day(con, load)
+            loaded(n + 1, total)
         failpoint("load.before_commit")
         con.execute("commit")
     except BaseException:
@@ -52,6 +54,25 @@ def load_day(
         with suppress(duckdb.Error):
             con.execute("rollback")
         raise
+    return total
+
+
+def _replace_day(con: duckdb.DuckDBPyConnection, load: DayLoad) -> int:
+    window = list(load.window_utc)
+    con.execute(f"delete from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", window)
+    with load.partition.rows(con, "partition_rows") as rows:
+        con.execute(
+            f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} from {rows}"
+        )
+    rows = scalar(con, f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", window)
+    write_marker(
+        con,
+        load.update_id,
+        RAW_TABLE,
+        partition_date=load.partition.day,
+        row_count=rows,
+        fingerprint=load.fingerprint,
+    )
     return rows
 
 
@@ -94,7 +115,7 @@ def verify_days(con: duckdb.DuckDBPyConnection, days: list[date]) -> None:
 
 def day_rows(day: date) -> tuple[str, list]:
     """The filter on the raw table for one local day, and its parameters: `ts_jst` is the wall
-    clock in the pipeline time zone, so its date is the day `load_day` loaded it as (and its
+    clock in the pipeline time zone, so its date is the day `load_days` loaded it as (and its
     zone maps keep the filter from reading the history)."""
     return "ts_jst >= ?::timestamp and ts_jst < ?::timestamp + interval 1 day", [day, day]
 

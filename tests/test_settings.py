@@ -11,8 +11,10 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import luigi
@@ -268,3 +270,41 @@ def test_the_time_zone_reaches_extraction_transform_and_dbt_from_every_layer(
     assert raw == (24 * 60, 24 * 60)
     assert dates == [(DAY,)]
     assert daily == [(DAY, 24 * 60)]
+
+
+def test_a_section_is_read_once_until_what_it_reads_changes(monkeypatch) -> None:
+    from luigi.cmdline_parser import CmdlineParser
+    from luigi.task_register import Register
+
+    import pipeline.tasks  # noqa: F401  (registers DuckLoadDay for the command line)
+
+    monkeypatch.delenv("LATE_DATA_LOOKBACK_DAYS", raising=False)
+    cfg = luigi.configuration.get_config()
+    monkeypatch.setattr(cfg, "get", _answering(cfg.get, "late_data", "lookback_days", "3"))
+    Register.clear_instance_cache()
+    assert config.late_data().lookback_days == 3
+    monkeypatch.setattr(cfg, "get", _answering(cfg.get, "late_data", "lookback_days", "5"))
+    assert config.late_data().lookback_days == 3  # kept: luigi.cfg is not read again
+
+    monkeypatch.setenv("LATE_DATA_LOOKBACK_DAYS", "4")  # one of its variables changed
+    assert config.late_data().lookback_days == 4
+    monkeypatch.delenv("LATE_DATA_LOOKBACK_DAYS")
+    assert config.late_data().lookback_days == 5
+    command = ["DuckLoadDay", "--late-data-lookback-days", "9"]
+    with CmdlineParser.global_instance(command):  # another command line
+        assert config.late_data().lookback_days == 9
+    assert config.late_data(lookback_days=2).lookback_days == 2  # arguments: Luigi's own way
+    monkeypatch.undo()
+    Register.clear_instance_cache()  # Luigi's cache cleared: read again
+    assert config.late_data().lookback_days == 7
+
+
+def _answering(
+    get: Callable[..., Any], section: str, option: str, value: str
+) -> Callable[..., Any]:
+    """luigi.cfg's `get`, with one option answering `value`."""
+
+    def answer(s: str, o: str, *args: Any, **kwargs: Any) -> Any:
+        return value if (s, o) == (section, option) else get(s, o, *args, **kwargs)
+
+    return answer
