@@ -7,14 +7,15 @@ current while its marker's fingerprint matches the fingerprint of what it would 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import luigi
 
-from pipeline.database import connect, has_table
+from pipeline.database import connect, has_table, insert_values
 from pipeline.errors import damage_explained
 from pipeline.schema import MARKER_TABLE
 
@@ -39,6 +40,25 @@ def markers_in(con: duckdb.DuckDBPyConnection, prefix: str) -> dict[str, str | N
     return dict(rows)
 
 
+class MarkerRow(NamedTuple):
+    update_id: str
+    target_table: str
+    partition_date: date | None
+    row_count: int | None
+    fingerprint: str | None
+
+
+def write_markers(con: duckdb.DuckDBPyConnection, rows: Sequence[MarkerRow]) -> None:
+    """Insert or replace marker rows, all in one statement (a batch's days at once)."""
+    insert_values(
+        con,
+        f"insert or replace into {MARKER_TABLE} "
+        "(update_id, target_table, inserted, partition_date, row_count, fingerprint) values",
+        "(?, ?, now(), ?, ?, ?)",
+        rows,
+    )
+
+
 def write_marker(
     con: duckdb.DuckDBPyConnection,
     update_id: str,
@@ -48,12 +68,7 @@ def write_marker(
     row_count: int | None,
     fingerprint: str | None,
 ) -> None:
-    con.execute(
-        f"insert or replace into {MARKER_TABLE} "
-        "(update_id, target_table, inserted, partition_date, row_count, fingerprint) "
-        "values (?, ?, now(), ?, ?, ?)",
-        [update_id, target_table, partition_date, row_count, fingerprint],
-    )
+    write_markers(con, [MarkerRow(update_id, target_table, partition_date, row_count, fingerprint)])
 
 
 class MarkerTarget(luigi.Target):
@@ -87,18 +102,10 @@ def mark_dbt_days(
     """Mark every day dbt rebuilt: the batch and its neighbours (whose midnight split changed)."""
     loads = markers_in(con, f"{load_family}(")
     window = [days[0] - timedelta(days=1), *days, days[-1] + timedelta(days=1)]
-    marked = 0
-    for day, update_id in marker_ids(family, window).items():
-        fingerprint = neighbourhood_fingerprint(loads, load_family, day)
-        if fingerprint is None:
-            continue
-        write_marker(
-            con,
-            update_id,
-            "fct_daily_energy",
-            partition_date=day,
-            row_count=None,
-            fingerprint=fingerprint,
-        )
-        marked += 1
-    return marked
+    rows = [
+        MarkerRow(update_id, "fct_daily_energy", day, None, fingerprint)
+        for day, update_id in marker_ids(family, window).items()
+        if (fingerprint := neighbourhood_fingerprint(loads, load_family, day)) is not None
+    ]
+    write_markers(con, rows)
+    return len(rows)

@@ -25,6 +25,7 @@ import duckdb
 import luigi
 
 from pipeline.config import storage
+from pipeline.database import insert_values
 from pipeline.publishing import sibling
 from pipeline.task_base import PipelineTask
 
@@ -93,10 +94,11 @@ def _write(path: Path, rows: list[tuple]) -> None:
         try:
             with duckdb.connect(str(path)) as con:
                 con.execute(RUNS_SQL)
-                con.executemany(
+                insert_values(
+                    con,
                     "insert into pipeline_runs "
-                    "(task, date, status, rows, duration_s, error, finished_at, pid)"
-                    " values (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "(task, date, status, rows, duration_s, error, finished_at, pid) values",
+                    "(?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             return

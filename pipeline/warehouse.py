@@ -15,7 +15,7 @@ import duckdb
 from pipeline.database import scalar
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
-from pipeline.markers import write_marker
+from pipeline.markers import MarkerRow, write_markers
 from pipeline.partitions import PartitionTarget
 from pipeline.schema import MARKER_TABLE, RAW_COLUMN_LIST, RAW_TABLE
 
@@ -37,15 +37,18 @@ def load_days(
     `loaded(days, rows)` after each day. The total of rows loaded.
 
     A partition is read where it is (a local folder, or object storage as Arrow batches). One
-    transaction, not one per day: a commit costs as much as loading a small day, and a batch is
-    published (or not) as a whole anyway.
+    transaction and one marker statement, not one per day: each costs as much as loading a small
+    day, and a batch is published (or not) as a whole anyway.
     """
+    markers: list[MarkerRow] = []
     total = 0
     con.execute("begin transaction")
     try:
-        for n, load in enumerate(loads):
-            total += _replace_day(con, load)
-            loaded(n + 1, total)
+        for load in loads:
+            markers.append(_replace_day(con, load))
+            total += markers[-1].row_count or 0
+            loaded(len(markers), total)
+        write_markers(con, markers)
         failpoint("load.before_commit")
         con.execute("commit")
     except BaseException:
@@ -57,7 +60,8 @@ def load_days(
     return total
 
 
-def _replace_day(con: duckdb.DuckDBPyConnection, load: DayLoad) -> int:
+def _replace_day(con: duckdb.DuckDBPyConnection, load: DayLoad) -> MarkerRow:
+    """The day's rows replaced; its marker, to write with the batch's."""
     window = list(load.window_utc)
     con.execute(f"delete from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", window)
     with load.partition.rows(con, "partition_rows") as rows:
@@ -65,15 +69,7 @@ def _replace_day(con: duckdb.DuckDBPyConnection, load: DayLoad) -> int:
             f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} from {rows}"
         )
     rows = scalar(con, f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", window)
-    write_marker(
-        con,
-        load.update_id,
-        RAW_TABLE,
-        partition_date=load.partition.day,
-        row_count=rows,
-        fingerprint=load.fingerprint,
-    )
-    return rows
+    return MarkerRow(load.update_id, RAW_TABLE, load.partition.day, rows, load.fingerprint)
 
 
 def verify(con: duckdb.DuckDBPyConnection) -> None:
