@@ -3,7 +3,7 @@
 rerun when complete.
 
     .venv/bin/python scripts/bench_backfill.py [--days 365] [--repeat 3] [--workers 1]
-        [--backfill-only]
+        [--backfill-only] [--stages]
 
 A private influxd and luigid (free ports, a temporary folder removed at the end) and one meter
 read every 10 seconds over the `--days` local days ending yesterday (365 days: 3,153,600
@@ -15,7 +15,8 @@ repository with `--scheduler-url` pointing at the private luigid:
 2. Backfill: `RangeDaily --of DuckLoadDay` over those days: wall time, readings/s, how many
    times the DuckDB file was published (the warehouse logs `published <path>` once per
    publish), and its ratio to the floor. Goal: <= 2.0 x the floor. Every reading must be in
-   `raw_meter_readings`. `--backfill-only` stops here.
+   `raw_meter_readings`. `--stages` runs it through scripts/stage_times.py and prints where its
+   time went (luigid round trips, queries, each task's run). `--backfill-only` stops here.
 3. `RangeDaily --of DbtBuild` on top: how many dbt builds ran (DbtBuild runs in
    `pipeline_runs`); one `fct_daily_energy` row per day is checked.
 4. Rerun, everything complete: the same command over all the days, and over the last 7 days
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import (
     LUIGI,
+    PYTHON,
     Row,
     Run,
     days_ago,
@@ -66,6 +68,7 @@ from _bench import (
 from devstack.servers import InfluxServer, LuigidServer
 from pipeline.publishing import sibling
 
+STAGE_TIMES = Path(__file__).resolve().parent / "stage_times.py"
 FLOOR_RATIO_GOAL = 2.0
 RERUN_GOAL_S = 3.0
 RERUN_RATIO_GOAL = 1.5
@@ -107,11 +110,14 @@ class Span:
         return f"{self.first}..{self.stop - timedelta(days=1)}"
 
 
-def range_command(install: Install, span: Span, workers: int, of: str) -> list[str]:
-    """`luigi ... RangeDaily --of <task>` over the span, against the private luigid."""
+def range_command(
+    install: Install, span: Span, workers: int, of: str, stages: bool = False
+) -> list[str]:
+    """`luigi ... RangeDaily --of <task>` over the span, against the private luigid; with
+    `stages`, run through scripts/stage_times.py (the same command, its stage times logged)."""
     days = span.days
     return [
-        LUIGI,
+        *([PYTHON, str(STAGE_TIMES)] if stages else [LUIGI]),
         "--module",
         "pipeline",
         "RangeDaily",
@@ -140,8 +146,9 @@ def run_range(
     timeout_s: float,
     workers: int = 1,
     of: str = "DbtBuild",
+    stages: bool = False,
 ) -> Run:
-    command = range_command(install, span, workers, of)
+    command = range_command(install, span, workers, of, stages)
     return run_cold(command, install.env, install.logs / f"{log_name}.log", timeout_s)
 
 
@@ -176,7 +183,13 @@ def check_rows(duckdb_file: Path, table: str, expected: int) -> None:
 
 
 def against_floor(
-    install: Install, influx: InfluxServer, tmp: Path, year: Span, readings: int, workers: int
+    install: Install,
+    influx: InfluxServer,
+    tmp: Path,
+    year: Span,
+    readings: int,
+    workers: int,
+    stages: bool,
 ) -> list[Row]:
     """The floor, then `RangeDaily --of DuckLoadDay` over the same days, and their ratio."""
     days = year.days
@@ -186,7 +199,7 @@ def against_floor(
     check_rows(tmp / "floor" / "floor.duckdb", "raw_meter_readings", readings)
     print(f"floor: {floor.seconds:.1f} s ({days} queries and partitions, one DuckDB load)")
     print(f"backfilling {year} ({days} days) --of DuckLoadDay through luigid ...")
-    run = run_range(install, "backfill", year, BACKFILL_TIMEOUT_S, workers, of="DuckLoadDay")
+    run = run_range(install, "backfill", year, BACKFILL_TIMEOUT_S, workers, "DuckLoadDay", stages)
     check_rows(install.duckdb_file, "raw_meter_readings", readings)
     publishes = publishes_in(install.logs / "backfill.log")
     loads = runs_per_task(install.duckdb_file).get("DuckLoadDay", 0)
@@ -198,6 +211,9 @@ def against_floor(
         f"peak RSS {run.peak_rss_mib:.0f} MiB; ratio to the floor {ratio:.2f} "
         f"(goal <= {FLOOR_RATIO_GOAL}): {ok}"
     )
+    if stages:
+        log = (install.logs / "backfill.log").read_text(errors="replace")
+        print("\n".join(line for line in log.splitlines() if line.startswith("stage")))
     return [
         ("seeding influxd", "", f"{readings:,} readings"),
         ("floor", f"{floor.seconds:.1f} s", f"{days} days, peak RSS {floor.peak_rss_mib:.0f} MiB"),
@@ -265,7 +281,9 @@ def installation(tmp: Path) -> Iterator[tuple[Install, InfluxServer]]:
         )
 
 
-def bench(tmp: Path, days: int, repeat: int, workers: int, backfill_only: bool) -> list[Row]:
+def bench(
+    tmp: Path, days: int, repeat: int, workers: int, backfill_only: bool, stages: bool
+) -> list[Row]:
     stop = days_ago(0)  # today, excluded: the range ends yesterday
     first = stop - timedelta(days=days)
     week = timedelta(days=SHORT_RANGE_DAYS)
@@ -278,7 +296,7 @@ def bench(tmp: Path, days: int, repeat: int, workers: int, backfill_only: bool) 
             f"seeded {readings:,} readings (1 meter every {INTERVAL.seconds} s, {days} days "
             f"from {first}) in {seed_s:.1f} s ({readings / seed_s:,.0f} readings/s into influxd)"
         )
-        rows = against_floor(install, influx, tmp, year, readings, workers)
+        rows = against_floor(install, influx, tmp, year, readings, workers, stages)
         rows[0] = ("seeding influxd", f"{seed_s:.1f} s", rows[0][2])
         if backfill_only:
             return rows
@@ -318,6 +336,11 @@ def main() -> None:
         help="stop after the floor and the DuckLoadDay backfill (no dbt, no reruns)",
     )
     parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="run the backfill through scripts/stage_times.py and print where its time went",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="work in this new folder and keep it (logs, data) afterwards"
     )
     args = parser.parse_args()
@@ -326,7 +349,7 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     started = time.perf_counter()
     with workspace(args.keep) as tmp:
-        rows = bench(tmp, args.days, args.repeat, args.workers, args.backfill_only)
+        rows = bench(tmp, args.days, args.repeat, args.workers, args.backfill_only, args.stages)
     rows.append(("benchmark total", f"{time.perf_counter() - started:.0f} s", ""))
     print_table("summary (bench_backfill)", [("measure", "figure", "note"), *rows])
 
