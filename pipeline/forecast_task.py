@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -80,7 +80,7 @@ order by source, bucket_start_utc
 """
 
 
-def forecast_fingerprint(built: dict[str, str | None], day: date) -> str | None:
+def forecast_fingerprint(built: Mapping[str, str | None], day: date) -> str | None:
     """What a forecast made for `day` was made from: the DbtBuild markers of the days it
     reads and the settings; None while DbtBuild has not built the day itself."""
     settings = forecast()
