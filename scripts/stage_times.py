@@ -36,6 +36,7 @@ STAGES: list[tuple[Any, str, str]] = [
     (luigi.worker.Worker, "_get_work", "asking luigid for work"),
     (luigi.rpc.RemoteScheduler, "_request", "luigid round trips"),
     (pipeline.extract.InfluxSource, "_query", "InfluxDB queries"),
+    (pipeline.extract.InfluxSource, "daily_field_counts", "  of them, per-day counts"),
     (pipeline.tasks.ExtractDay, "run", "ExtractDay.run"),
     (pipeline.tasks.ParquetDay, "run", "ParquetDay.run"),
     (pipeline.tasks, "write_canonical", "  canonical transform"),
