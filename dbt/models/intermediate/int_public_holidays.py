@@ -2,7 +2,8 @@
 
 A dbt-duckdb Python model: the calendar comes from a maintained library, not a hand-written
 list. It covers the years of fct_daily_energy and the year after (a billing period that
-starts in December ends in January); rebuilt on every run, which takes milliseconds.
+starts in December ends in January); rebuilt on every run. The library's part takes about
+0.1 s; dbt's running of a Python model adds about 0.5 s (a year's daily build, 2 cores).
 """
 
 import holidays
