@@ -24,6 +24,11 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         raise PipelineError(f"DuckDB file {path} cannot be opened: {e}") from None
 
 
+def wal_path(path: Path) -> Path:
+    """The write-ahead log DuckDB keeps beside a database file until it checkpoints."""
+    return path.with_name(path.name + ".wal")
+
+
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> Any:
     """The value of a query that returns one row of one column (an aggregate)."""
     ((value,),) = con.execute(sql, list(params)).fetchall()

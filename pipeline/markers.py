@@ -18,7 +18,7 @@ from typing import NamedTuple
 import duckdb
 import luigi
 
-from pipeline.database import connect, has_table, insert_values
+from pipeline.database import connect, has_table, insert_values, wal_path
 from pipeline.errors import damage_explained
 from pipeline.schema import MARKER_TABLE
 
@@ -79,7 +79,7 @@ def _file_markers(live: Path) -> _FileMarkers:
 def _stats(live: Path) -> list[os.stat_result]:
     """The file's and its WAL's (if any); none without the file."""
     stats = []
-    for path in (live, live.with_name(live.name + ".wal")):
+    for path in (live, wal_path(live)):
         try:
             stats.append(path.stat())
         except FileNotFoundError:

@@ -34,7 +34,7 @@ import duckdb
 
 from contracts.settings import PUBLISH_MODES
 from contracts.warehouse import writer_lock_path
-from pipeline.database import connect
+from pipeline.database import connect, wal_path
 from pipeline.errors import PipelineError, damage_explained, disk_space_explained
 from pipeline.failpoints import failpoint
 from pipeline.partitions import fsync_path
@@ -215,9 +215,9 @@ class Warehouse:
                 time.sleep(0.2)
 
     def _check_merged(self, path: Path) -> None:
-        if _wal(path).exists():
+        if wal_path(path).exists():
             raise PipelineError(
-                f"{path} has an unmerged WAL ({_wal(path).name}); open it once with "
+                f"{path} has an unmerged WAL ({wal_path(path).name}); open it once with "
                 "DuckDB to checkpoint it before publishing over it"
             )
 
@@ -286,13 +286,13 @@ class Warehouse:
                 if damaged is None:
                     return None
                 os.replace(damaged, aside)
-                _wal(damaged).unlink(missing_ok=True)
+                wal_path(damaged).unlink(missing_ok=True)
                 fsync_path(self.live.parent)
                 return aside
             damaged = self.live if self.live.exists() else None
             if damaged is not None:
                 os.replace(damaged, aside)
-                _wal(damaged).unlink(missing_ok=True)
+                wal_path(damaged).unlink(missing_ok=True)
             staged = sibling(self.live, "restoring")
             shutil.copyfile(self.prev_path, staged)
             fsync_path(staged)
@@ -346,10 +346,6 @@ def _log_published(live: Path, detail: str, seconds: float) -> None:
     logger.info("published %s (%s) in %.2f s", live, detail, seconds)
 
 
-def _wal(path: Path) -> Path:
-    return path.with_name(path.name + ".wal")
-
-
 def _remove_db(path: Path) -> None:
     path.unlink(missing_ok=True)
-    _wal(path).unlink(missing_ok=True)
+    wal_path(path).unlink(missing_ok=True)
