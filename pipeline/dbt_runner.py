@@ -13,6 +13,7 @@ environment: the file is then free to rename, reopen or lock from another proces
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -26,18 +27,26 @@ from pathlib import Path
 import duckdb
 
 _root_handlers = list(logging.getLogger().handlers)
+# dbt's import makes about a hundred thousand objects that live as long as the process (its
+# classes and their generated code). The garbage collector is kept out of them: paused while
+# they are made (0.1 s of the import's 1.2 s), then frozen, so that neither a full collection
+# nor the one at exit (0.3 s) scans them again. A cold daily build is 0.4 s faster.
+_collecting = gc.isenabled()
+gc.disable()
 
 from dbt.adapters.duckdb.connections import DuckDBConnectionManager  # noqa: E402
 from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus  # noqa: E402
 from dbt.cli.main import dbtRunner, dbtRunnerResult  # noqa: E402
 
-from pipeline.database import has_table  # noqa: E402
-
+gc.freeze()
+if _collecting:
+    gc.enable()
 # A dependency of dbt calls logging.basicConfig() on import, which would print every Luigi log
 # line twice; the caller's logging stays as it was.
 logging.getLogger().handlers[:] = _root_handlers
 
 from pipeline.config import storage  # noqa: E402
+from pipeline.database import has_table  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
@@ -88,6 +97,9 @@ def run_dbt_build(
     args = [
         "build",
         "--no-use-colors",
+        # No manifest.json or run_results.json: nothing reads them, and writing them costs a
+        # daily build about 0.3 s (its partial-parse state is saved all the same).
+        "--no-write-json",
         "--project-dir",
         str(project_dir),
         "--profiles-dir",
