@@ -25,10 +25,11 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -51,6 +52,8 @@ ALTERNATES = ("a", "b")
 # How long an alternate publish waits for readers to let go of the file it is about to change
 # (a long-lived reader looks about once a second) before it copies the live file instead.
 STANDBY_WAIT_S = 5.0
+# What a publish hands its caller to change the file with: the path, or a connection.
+W = TypeVar("W")
 
 
 def sibling(live: Path, role: str) -> Path:
@@ -85,11 +88,25 @@ class Warehouse:
     @contextmanager
     def publishing(self) -> Iterator[Path]:
         """The database file to change; on a clean exit it is verified and published."""
+        with self._published(nullcontext) as path:
+            yield path
+
+    @contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database to change, with the schema in place. It stays open
+        until the file is verified, so the verification shares its DuckDB instance instead of
+        starting another (0.015 s)."""
+        with self._published(_schema_connection) as con:
+            yield con
+
+    @contextmanager
+    def _published(self, open_work: Callable[[Path], AbstractContextManager[W]]) -> Iterator[W]:
+        """Publish the file `open_work` gives the caller access to, once the caller is done."""
         self.live.parent.mkdir(parents=True, exist_ok=True)
         with self.writer_lock(), disk_space_explained(self.live), damage_explained(self.live):
             if self.mode == "alternate":
-                with self._alternating() as target:
-                    yield target
+                with self._alternating(open_work) as work:
+                    yield work
                 return
             swap = self.mode == "swap"
             target = self.next_path if swap else self.live
@@ -98,12 +115,13 @@ class Warehouse:
                 if swap:
                     self._prepare_next()
                 ready = time.monotonic()
-                yield target
-                worked = time.monotonic()
-                failpoint("publish.loaded")
-                with connect(target) as con:
-                    verify(con)
-                    con.execute("checkpoint")
+                with open_work(target) as work:
+                    yield work
+                    worked = time.monotonic()
+                    failpoint("publish.loaded")
+                    with connect(target) as con:
+                        verify(con)
+                        con.execute("checkpoint")
                 if swap:
                     fsync_path(target)
                     failpoint("publish.verified")
@@ -118,7 +136,7 @@ class Warehouse:
                     _remove_db(target)
 
     @contextmanager
-    def _alternating(self) -> Iterator[Path]:
+    def _alternating(self, open_work: Callable[[Path], AbstractContextManager[W]]) -> Iterator[W]:
         """Publish through the file that is not live (the alternate mode, see the module)."""
         started = time.monotonic()
         live = self._live_file()
@@ -129,15 +147,16 @@ class Warehouse:
         failpoint("publish.prev_released")
         copied = self._bring_up_to_date(standby, live)
         ready = time.monotonic()
-        yield standby
-        worked = time.monotonic()
-        failpoint("publish.loaded")
-        with connect(standby) as con:
-            if live is None:
-                verify(con)
-            else:
-                verify_days(con, sorted(set(copied) | set(changed_days(con, live))))
-            con.execute("checkpoint")
+        with open_work(standby) as work:
+            yield work
+            worked = time.monotonic()
+            failpoint("publish.loaded")
+            with connect(standby) as con:
+                if live is None:
+                    verify(con)
+                else:
+                    verify_days(con, sorted(set(copied) | set(changed_days(con, live))))
+                con.execute("checkpoint")
         fsync_path(standby)
         failpoint("publish.verified")
         _point(self.live, standby)
@@ -220,17 +239,6 @@ class Warehouse:
                 f"{path} has an unmerged WAL ({wal_path(path).name}); open it once with "
                 "DuckDB to checkpoint it before publishing over it"
             )
-
-    @contextmanager
-    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the database to change, with the schema in place."""
-        with self.publishing() as path:
-            con = connect(path)
-            try:
-                con.execute(SCHEMA_SQL)
-                yield con
-            finally:
-                con.close()
 
     def _prepare_next(self) -> None:
         """A fresh copy of the live file to work in (copying is O(history): batch the days)."""
@@ -330,6 +338,16 @@ class Warehouse:
             finally:
                 f.truncate(0)
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _schema_connection(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path)
+    try:
+        con.execute(SCHEMA_SQL)
+        yield con
+    finally:
+        con.close()
 
 
 def _point(link: Path, target: Path) -> None:
