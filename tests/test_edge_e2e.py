@@ -237,13 +237,21 @@ FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
 METER = {"unit": "0.001", "digits": 8, "start_raw": 5_000_000}  # 5,000 kWh, 1 Wh steps
 
 
-def faked(env: dict[str, str], clock_file: Path) -> dict[str, str]:
-    """A process whose wall clock is the real one moved by the offset in `clock_file`."""
+def faked(env: dict[str, str], clock: Path | str) -> dict[str, str]:
+    """A process whose wall clock is the real one moved by an offset: the one in the file
+    `clock`, read again on every call (the meter's clock changes while the simulator runs), or
+    the fixed `clock` itself ("-3d")."""
+    offset = (
+        {"FAKETIME_TIMESTAMP_FILE": str(clock), "FAKETIME_NO_CACHE": "1"}
+        if isinstance(clock, Path)
+        # Read once: this libfaketime build is not thread-safe, and re-reading a file on every
+        # clock call from each of the edge's threads is the one race a test should not have.
+        else {"FAKETIME": clock}
+    )
     return {
         **env,
+        **offset,
         "LD_PRELOAD": str(FAKETIME_LIBS[0]),
-        "FAKETIME_TIMESTAMP_FILE": str(clock_file),
-        "FAKETIME_NO_CACHE": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
 
@@ -325,7 +333,7 @@ def test_three_days_off_every_half_hour_from_the_meters_memory(
         gateway_log = tmp_path / "gateway.log"
         wait_for(lambda: "subscribing" in gateway_log.read_text(), 30, "the gateway to subscribe")
         # Three days ago: the edge runs, reads back its first days and keeps up.
-        edge = start_edge(faked(env, clock_file), log)
+        edge = start_edge(faked(env, clock_file.read_text().strip()), log)
         past = lambda: datetime.now(UTC) - timedelta(days=3)  # noqa: E731
         wait_for(lambda: caught_up(outbox, past()), 60, f"the first read-back ({log})")
         time.sleep(2)  # live readings too
