@@ -7,6 +7,7 @@ do for cron. Its peak RSS is the kernel's high-water mark of the process, report
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import os
 import signal
@@ -29,6 +30,12 @@ sys.path.insert(0, str(REPO))
 from contracts.influx import InfluxSettings  # noqa: E402
 from devstack.servers import InfluxServer  # noqa: E402
 from pipeline.seed import seed  # noqa: E402
+
+# The cold commands run the repository's modules. Installed, they are compiled (pip compiles
+# what it installs, scripts/bootstrap the editable sources); compiled here too, so that a source
+# edited since bootstrap is not compiled again by every command timed (about 0.03 s each).
+for package in ("contracts", "edge", "gateway", "pipeline"):
+    compileall.compile_dir(REPO / package, quiet=1)
 
 PYTHON = sys.executable
 LUIGI = str(Path(sys.executable).with_name("luigi"))
