@@ -166,7 +166,6 @@ class Publisher:
 
     def _note_refusal(self, outbox: Outbox, reason: ReasonCode) -> None:
         """Keep the readings; say why once per kind; try again after `refused_retry_s`."""
-        self.refused += 1
         if reason.value not in self._logged_refusals:
             self._logged_refusals.add(reason.value)
             log.error(
@@ -185,6 +184,8 @@ class Publisher:
             "refused": int(previous["refused"]) + 1,  # type: ignore[call-overload]
         }
         outbox.set_state({REFUSAL_KEY: json.dumps(self._refusal)})
+        # Counted once stored: whoever reads the count finds at least as many in the outbox.
+        self.refused += 1
         self._retry_at = time.monotonic() + self.settings.refused_retry_s
 
     def _note_delivery(self, outbox: Outbox) -> None:
