@@ -205,8 +205,8 @@ class influx(Section):
     window_rows = EnvIntParameter(
         env="INFLUX_WINDOW_ROWS",
         default=200_000,
-        description="a day is queried in windows expected to hold at most this many readings "
-        "(from the source's count of the day), which bounds memory",
+        description="a day is queried in windows expected to hold at most this many readings, "
+        "which bounds memory (a larger day is counted, then cut by its count)",
     )
 
     def settings(self) -> InfluxSettings:

@@ -1,9 +1,10 @@
 """Readings out of InfluxDB as Arrow, one time window at a time.
 
 Windows are fetched as CSV (`Accept: application/csv`) and parsed by pyarrow's CSV reader, so no
-reading passes through a Python loop, and memory is bounded by the window, not the day. A window
-is sized by the readings the source counts for the day, so a day of one meter is one query and a
-day of a hundred meters a few dozen. The CSV format reports errors as an empty answer, so when a
+reading passes through a Python loop, and memory is bounded by the window, not the day. A day is
+first asked for whole, up to one reading more than a window holds: a day of one meter is that one
+query. A larger day is counted, and cut into windows sized by its count: a day of a hundred meters
+takes a few dozen. The CSV format reports errors as an empty answer, so when a
 day comes back empty a JSON preflight (`SHOW FIELD KEYS`) proves the server, the credentials and
 the database: a mistyped name is an error, not an empty day.
 """
@@ -143,12 +144,13 @@ class InfluxSource:
             for values in series["values"]
         ]
 
-    def window_table(self, start: datetime, end: datetime) -> pa.Table:
-        """Readings with start <= time < end, in the landing schema."""
+    def window_table(self, start: datetime, end: datetime, limit: int | None = None) -> pa.Table:
+        """Readings with start <= time < end (the first `limit` of them), in the landing schema."""
         columns = ", ".join(quote_ident(c) for c in (*MEASUREMENT_FIELDS, SOURCE_TAG))
         q = (
             f"SELECT {columns} FROM {quote_ident(self.settings.measurement)} "
             f"WHERE time >= {_ns(start)} AND time < {_ns(end)}"
+            + (f" LIMIT {limit}" if limit is not None else "")
         )
         return parse_csv(self._query(q, accept="application/csv").content)
 
@@ -190,30 +192,41 @@ class InfluxSource:
         return max(self._counts[day].values(), default=0)
 
     def extract(
-        self,
-        start: datetime,
-        end: datetime,
-        path: Path,
-        *,
-        expected_rows: int,
-        compression: str,
-        progress: Progress,
+        self, day: date, zone: ZoneInfo, path: Path, *, compression: str, progress: Progress
     ) -> ExtractStats:
-        """Write every reading in [start, end) to one Parquet file, window by window; the
-        windows are sized for `expected_rows` (the source's count for the span)."""
+        """Write every reading of a local day to one Parquet file."""
         stats = ExtractStats()
-        windows = time_windows(start, end, expected_rows, self.window_rows)
         with pq.ParquetWriter(path, LANDING_SCHEMA, compression=compression) as writer:
-            for w_start, w_end in windows:
-                table = self.window_table(w_start, w_end)
+            for upto, table in self._day_tables(day, zone):
                 writer.write_table(table)
                 stats.rows += table.num_rows
                 for name in MEASUREMENT_FIELDS:
                     stats.field_counts[name] += table.num_rows - table[name].null_count
-                progress(w_end, stats.rows)
+                progress(upto, stats.rows)
         if stats.rows == 0:
             self.preflight()  # an empty answer is also how the CSV format reports an error
         return stats
+
+    def _day_tables(self, day: date, zone: ZoneInfo) -> Iterator[tuple[datetime, pa.Table]]:
+        """The day's readings as tables of at most about `window_rows`, each with the end of
+        its window.
+
+        A day not counted yet is first asked for whole, up to one reading more than
+        `window_rows`: a day that fits, as a household's does, costs that one query and no
+        count. A larger day is counted (`expected_rows`, which counts its neighbours too) and
+        fetched window by window, so memory is bounded by the window, not the day.
+        """
+        start, end = day_window_utc(day, zone)
+        if day not in self._counts:
+            whole = self.window_table(start, end, limit=self.window_rows + 1)
+            if whole.num_rows <= self.window_rows:
+                yield end, whole
+                return
+            del whole
+        for w_start, w_end in time_windows(
+            start, end, self.expected_rows(day, zone), self.window_rows
+        ):
+            yield w_end, self.window_table(w_start, w_end)
 
 
 _shared: dict[tuple[InfluxSettings, int], InfluxSource] = {}

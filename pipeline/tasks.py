@@ -76,10 +76,9 @@ class ExtractDay(PipelineTask):
         with self.output().writing() as staged:
             extracted_at = datetime.now(UTC)
             stats = source.extract(
-                start,
-                end,
+                self.date,
+                zone,
                 staged.folder / "part-0.parquet",
-                expected_rows=source.expected_rows(self.date, zone),
                 compression=_arrow_codec(storage().parquet_compression),
                 progress=progress,
             )

@@ -12,10 +12,12 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import quarter_hour_lines
+from conftest import hourly_lines, quarter_hour_lines
 
+from pipeline import extract
 from pipeline.days import day_window_utc
-from pipeline.tasks import DuckLoadDay, ParquetDay
+from pipeline.extract import InfluxSource
+from pipeline.tasks import DuckLoadDay, ExtractDay, ParquetDay
 
 DAY = date(2025, 12, 17)
 
@@ -117,6 +119,35 @@ def test_canonical_partition_layout(pipeline_env) -> None:
     assert rows[0]["energy_import_kwh"] is None and rows[1]["instant_power_w"] is None
     meta = pq.ParquetFile(next(partition(pipeline_env, "raw_meter_readings").glob("*.parquet")))
     assert meta.metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_a_day_that_fits_a_window_is_one_query_and_a_larger_day_is_cut(
+    pipeline_env, monkeypatch
+) -> None:
+    small, large = DAY, DAY + timedelta(days=1)
+    pipeline_env.write(hourly_lines(small) + quarter_hour_lines(large))  # 24 and 96 readings
+    monkeypatch.setenv("INFLUX_WINDOW_ROWS", "30")
+    monkeypatch.setattr(extract, "_shared", {})  # no day counts kept from another test
+    queries: list[str] = []
+    answer = InfluxSource._query
+
+    def recorded(source: InfluxSource, q: str, accept: str = "application/json"):
+        queries.append(q)
+        return answer(source, q, accept)
+
+    monkeypatch.setattr(InfluxSource, "_query", recorded)
+    assert pipeline_env.build(ExtractDay(date=small))
+    assert len(queries) == 1 and queries[0].endswith(" LIMIT 31")  # no count
+
+    queries.clear()
+    assert pipeline_env.build(ExtractDay(date=large))
+    probe, count, *windows = queries
+    assert probe.endswith(" LIMIT 31") and "count(" in count
+    assert len(windows) == 4 and not any("LIMIT" in q for q in windows)  # 96 in windows of 30
+    for day, readings in ((small, 24), (large, 96)):
+        landing = pq.read_table(partition(pipeline_env, "landing/power", day)).column("time")
+        assert len(landing) == len(set(landing.to_pylist())) == readings
+        assert landing.to_pylist() == sorted(landing.to_pylist())
 
 
 def test_rerun_changes_nothing(pipeline_env) -> None:
