@@ -342,12 +342,9 @@ class Warehouse:
 
 @contextmanager
 def _schema_connection(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(path)
-    try:
+    with connect(path) as con:
         con.execute(SCHEMA_SQL)
         yield con
-    finally:
-        con.close()
 
 
 def _point(link: Path, target: Path) -> None:
