@@ -208,6 +208,13 @@ class influx(Section):
         description="a day is queried in windows expected to hold at most this many readings, "
         "which bounds memory (a larger day is counted, then cut by its count)",
     )
+    compress_answers = EnvBoolParameter(
+        env="INFLUX_COMPRESS_ANSWERS",
+        default=False,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="ask InfluxDB to gzip its answers: worth it only over a link slower than "
+        "about 25 Mbit/s (compressing a day at 1 Hz takes longer than sending it over a LAN)",
+    )
 
     def settings(self) -> InfluxSettings:
         return InfluxSettings(

@@ -54,7 +54,7 @@ def influx_source() -> InfluxSource:
     """The configured InfluxDB, one connection per process: its day counts serve every day of
     a backfill, and the late-data checks ask it again for each day."""
     settings = influx()
-    return shared_source(settings.settings(), settings.window_rows)
+    return shared_source(settings.settings(), settings.window_rows, settings.compress_answers)
 
 
 def live_warehouse() -> Warehouse:

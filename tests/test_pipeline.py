@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+import requests
 from conftest import hourly_lines, quarter_hour_lines
 
 from pipeline import extract
@@ -121,33 +122,50 @@ def test_canonical_partition_layout(pipeline_env) -> None:
     assert meta.metadata.row_group(0).column(0).compression == "ZSTD"
 
 
+@pytest.fixture
+def answers(monkeypatch) -> list[tuple[str, requests.Response]]:
+    """Every InfluxDB query this test's pipeline sends, with its answer, from a new source."""
+    monkeypatch.setattr(extract, "_shared", {})  # no day counts or session from another test
+    seen: list[tuple[str, requests.Response]] = []
+    answer = InfluxSource._query
+
+    def recorded(source: InfluxSource, q: str, accept: str = "application/json"):
+        seen.append((q, response := answer(source, q, accept)))
+        return response
+
+    monkeypatch.setattr(InfluxSource, "_query", recorded)
+    return seen
+
+
 def test_a_day_that_fits_a_window_is_one_query_and_a_larger_day_is_cut(
-    pipeline_env, monkeypatch
+    pipeline_env, monkeypatch, answers
 ) -> None:
     small, large = DAY, DAY + timedelta(days=1)
     pipeline_env.write(hourly_lines(small) + quarter_hour_lines(large))  # 24 and 96 readings
     monkeypatch.setenv("INFLUX_WINDOW_ROWS", "30")
-    monkeypatch.setattr(extract, "_shared", {})  # no day counts kept from another test
-    queries: list[str] = []
-    answer = InfluxSource._query
-
-    def recorded(source: InfluxSource, q: str, accept: str = "application/json"):
-        queries.append(q)
-        return answer(source, q, accept)
-
-    monkeypatch.setattr(InfluxSource, "_query", recorded)
     assert pipeline_env.build(ExtractDay(date=small))
-    assert len(queries) == 1 and queries[0].endswith(" LIMIT 31")  # no count
+    assert len(answers) == 1 and answers[0][0].endswith(" LIMIT 31")  # no count
 
-    queries.clear()
+    answers.clear()
     assert pipeline_env.build(ExtractDay(date=large))
-    probe, count, *windows = queries
+    probe, count, *windows = [q for q, _ in answers]
     assert probe.endswith(" LIMIT 31") and "count(" in count
     assert len(windows) == 4 and not any("LIMIT" in q for q in windows)  # 96 in windows of 30
     for day, readings in ((small, 24), (large, 96)):
         landing = pq.read_table(partition(pipeline_env, "landing/power", day)).column("time")
         assert len(landing) == len(set(landing.to_pylist())) == readings
         assert landing.to_pylist() == sorted(landing.to_pylist())
+
+
+@pytest.mark.parametrize("compress, encoding", [("false", None), ("true", "gzip")])
+def test_influxdb_answers_are_compressed_only_when_asked(
+    pipeline_env, monkeypatch, answers, compress: str, encoding: str | None
+) -> None:
+    pipeline_env.write(hourly_lines(DAY))
+    monkeypatch.setenv("INFLUX_COMPRESS_ANSWERS", compress)
+    assert pipeline_env.build(ExtractDay(date=DAY))
+    assert answers and {r.headers.get("Content-Encoding") for _, r in answers} == {encoding}
+    assert pq.read_table(partition(pipeline_env, "landing/power")).num_rows == 24
 
 
 def test_rerun_changes_nothing(pipeline_env) -> None:
