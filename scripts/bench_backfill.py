@@ -16,7 +16,9 @@ repository with `--scheduler-url` pointing at the private luigid:
    times the DuckDB file was published (the warehouse logs `published <path>` once per
    publish), and its ratio to the floor. Goal: <= 2.0 x the floor. Every reading must be in
    `raw_meter_readings`. `--stages` runs it through scripts/stage_times.py and prints where its
-   time went (luigid round trips, queries, each task's run). `--backfill-only` stops here.
+   time went (luigid round trips, queries, each task's run). Then the same backfill on a new
+   installation with `--local-scheduler`, for comparison: what luigid adds. `--backfill-only`
+   stops here.
 3. `RangeDaily --of DbtBuild` on top: how many dbt builds ran (DbtBuild runs in
    `pipeline_runs`); one `fct_daily_energy` row per day is checked.
 4. Rerun, everything complete: the same command over all the days, and over the last 7 days
@@ -40,7 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -88,7 +90,7 @@ class Install:
     """One pipeline installation: its environment, luigid and the folder for command logs."""
 
     env: dict[str, str]
-    scheduler_url: str
+    scheduler_url: str | None  # None: Luigi's in-process scheduler (--local-scheduler)
     logs: Path
     duckdb_file: Path
 
@@ -134,8 +136,11 @@ def range_command(
         str(days + 1),
         "--workers",
         str(workers),
-        "--scheduler-url",
-        install.scheduler_url,
+        *(
+            ["--scheduler-url", install.scheduler_url]
+            if install.scheduler_url
+            else ["--local-scheduler"]
+        ),
     ]
 
 
@@ -190,8 +195,9 @@ def against_floor(
     readings: int,
     workers: int,
     stages: bool,
-) -> list[Row]:
-    """The floor, then `RangeDaily --of DuckLoadDay` over the same days, and their ratio."""
+) -> tuple[list[Row], float]:
+    """The floor, then `RangeDaily --of DuckLoadDay` over the same days, and their ratio; the
+    floor's seconds."""
     days = year.days
     floor = run_floor(
         influx, tmp / "floor", year.first, days, timedelta(days=1), BACKFILL_TIMEOUT_S
@@ -222,6 +228,25 @@ def against_floor(
         ("backfill / floor", f"{ratio:.2f}", f"goal <= {FLOOR_RATIO_GOAL}: {ok}"),
         ("DuckDB publishes", str(publishes), f"{loads} load batches"),
         ("backfill peak RSS", f"{run.peak_rss_mib:.0f} MiB", "the luigi command"),
+    ], floor.seconds
+
+
+def without_luigid(
+    install: Install, influx: InfluxServer, tmp: Path, year: Span, readings: int, floor_s: float
+) -> list[Row]:
+    """The same backfill on a new installation with Luigi's in-process scheduler: what luigid's
+    round trips (and its task history) add to the luigid figure. For comparison, no goal."""
+    env = pipeline_env(influx, tmp / "pipeline-local")
+    local = replace(install, env=env, scheduler_url=None, duckdb_file=Path(env["DUCKDB_PATH"]))
+    run = run_range(local, "backfill-local", year, BACKFILL_TIMEOUT_S, 1, "DuckLoadDay")
+    check_rows(local.duckdb_file, "raw_meter_readings", readings)
+    print(
+        f"backfill --local-scheduler: {run.seconds:.1f} s, ratio to the floor "
+        f"{run.seconds / floor_s:.2f} (no luigid: for comparison)"
+    )
+    return [
+        ("backfill, --local-scheduler", f"{run.seconds:.1f} s", "1 worker, no luigid"),
+        ("local-scheduler / floor", f"{run.seconds / floor_s:.2f}", "for comparison, no goal"),
     ]
 
 
@@ -296,8 +321,9 @@ def bench(
             f"seeded {readings:,} readings (1 meter every {INTERVAL.seconds} s, {days} days "
             f"from {first}) in {seed_s:.1f} s ({readings / seed_s:,.0f} readings/s into influxd)"
         )
-        rows = against_floor(install, influx, tmp, year, readings, workers, stages)
+        rows, floor_s = against_floor(install, influx, tmp, year, readings, workers, stages)
         rows[0] = ("seeding influxd", f"{seed_s:.1f} s", rows[0][2])
+        rows += without_luigid(install, influx, tmp, year, readings, floor_s)
         if backfill_only:
             return rows
         rows += dbt_on_top(install, year, workers)
