@@ -28,7 +28,14 @@ from pipeline.database import connect, has_table
 from pipeline.days import LocalDaysParameter, first_day, local_today
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
-from pipeline.markers import MarkerTarget, marker_ids, markers_in, read_markers, write_marker
+from pipeline.markers import (
+    MarkerRow,
+    MarkerTarget,
+    marker_ids,
+    markers_in,
+    read_markers,
+    write_markers,
+)
 from pipeline.schema import MARKER_TABLE
 from pipeline.task_base import PipelineTask, live_warehouse, task_class, warehouse_file
 from pipeline.tasks import DbtBuild
@@ -237,14 +244,7 @@ def replace_day(con, day: date, results: list, update_id: str, fingerprint: str)
                 con.register("new_rows", frame)
                 con.execute(f"insert into {table} by name select * from new_rows")
                 con.unregister("new_rows")
-        write_marker(
-            con,
-            update_id,
-            FORECAST_TABLE,
-            partition_date=day,
-            row_count=len(forecasts),
-            fingerprint=fingerprint,
-        )
+        write_markers(con, [MarkerRow(update_id, FORECAST_TABLE, day, len(forecasts), fingerprint)])
         failpoint("forecast.before_commit")
         con.execute("commit")
     except BaseException:

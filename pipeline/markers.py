@@ -118,18 +118,6 @@ def write_markers(con: duckdb.DuckDBPyConnection, rows: Sequence[MarkerRow]) -> 
     )
 
 
-def write_marker(
-    con: duckdb.DuckDBPyConnection,
-    update_id: str,
-    target_table: str,
-    *,
-    partition_date: date | None,
-    row_count: int | None,
-    fingerprint: str | None,
-) -> None:
-    write_markers(con, [MarkerRow(update_id, target_table, partition_date, row_count, fingerprint)])
-
-
 class MarkerTarget(luigi.Target):
     """A marker row in the live database, current while its fingerprint matches the input's."""
 

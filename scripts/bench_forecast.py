@@ -56,7 +56,7 @@ from _bench import (
 from pipeline.config import forecast
 from pipeline.forecast_models import WEEK, forecast_source
 from pipeline.household import half_hourly_energy
-from pipeline.markers import marker_ids, write_marker
+from pipeline.markers import MarkerRow, marker_ids, write_markers
 from pipeline.schema import SCHEMA_SQL
 from pipeline.tasks import DbtBuild
 
@@ -96,15 +96,11 @@ def build_warehouse(path: Path, curves: pd.DataFrame, days: list[date]) -> None:
         con.execute(SCHEMA_SQL)
         con.register("curves", curves)
         con.execute(MART_SQL)
-        for day, update_id in marker_ids(DbtBuild.get_task_family(), days).items():
-            write_marker(
-                con,
-                update_id,
-                "fct_daily_energy",
-                partition_date=day,
-                row_count=None,
-                fingerprint=f"bench {day}",
-            )
+        ids = marker_ids(DbtBuild.get_task_family(), days)
+        write_markers(
+            con,
+            [MarkerRow(ids[d], "fct_daily_energy", d, None, f"bench {d}") for d in days],
+        )
         con.execute("checkpoint")
 
 

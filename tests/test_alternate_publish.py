@@ -20,7 +20,7 @@ import pytest
 
 from gateway.warehouse_reader import WarehouseReader
 from pipeline.errors import PipelineError
-from pipeline.markers import write_marker
+from pipeline.markers import MarkerRow, write_markers
 from pipeline.publishing import Warehouse
 from pipeline.schema import RAW_TABLE
 from pipeline.warehouse import day_rows
@@ -40,13 +40,9 @@ def publish_day(live: Path, mode: str, day: date, readings: int) -> None:
             "from range(?) as r(i))",
             [day, readings],
         )
-        write_marker(
+        write_markers(
             con,
-            f"DuckLoadDay(date={day})",
-            RAW_TABLE,
-            partition_date=day,
-            row_count=readings,
-            fingerprint=f"{day}/{readings}",
+            [MarkerRow(f"DuckLoadDay(date={day})", RAW_TABLE, day, readings, f"{day}/{readings}")],
         )
         # A mart by date_jst (copied by the dates that differ) and a table over everything.
         con.execute(
