@@ -232,20 +232,26 @@ def against_floor(
 
 
 def without_luigid(
-    install: Install, influx: InfluxServer, tmp: Path, year: Span, readings: int, floor_s: float
+    install: Install,
+    influx: InfluxServer,
+    tmp: Path,
+    year: Span,
+    readings: int,
+    workers: int,
+    floor_s: float,
 ) -> list[Row]:
     """The same backfill on a new installation with Luigi's in-process scheduler: what luigid's
     round trips (and its task history) add to the luigid figure. For comparison, no goal."""
     env = pipeline_env(influx, tmp / "pipeline-local")
     local = replace(install, env=env, scheduler_url=None, duckdb_file=Path(env["DUCKDB_PATH"]))
-    run = run_range(local, "backfill-local", year, BACKFILL_TIMEOUT_S, 1, "DuckLoadDay")
+    run = run_range(local, "backfill-local", year, BACKFILL_TIMEOUT_S, workers, "DuckLoadDay")
     check_rows(local.duckdb_file, "raw_meter_readings", readings)
     print(
         f"backfill --local-scheduler: {run.seconds:.1f} s, ratio to the floor "
         f"{run.seconds / floor_s:.2f} (no luigid: for comparison)"
     )
     return [
-        ("backfill, --local-scheduler", f"{run.seconds:.1f} s", "1 worker, no luigid"),
+        ("backfill, --local-scheduler", f"{run.seconds:.1f} s", f"{workers} worker(s), no luigid"),
         ("local-scheduler / floor", f"{run.seconds / floor_s:.2f}", "for comparison, no goal"),
     ]
 
@@ -323,7 +329,7 @@ def bench(
         )
         rows, floor_s = against_floor(install, influx, tmp, year, readings, workers, stages)
         rows[0] = ("seeding influxd", f"{seed_s:.1f} s", rows[0][2])
-        rows += without_luigid(install, influx, tmp, year, readings, floor_s)
+        rows += without_luigid(install, influx, tmp, year, readings, workers, floor_s)
         if backfill_only:
             return rows
         rows += dbt_on_top(install, year, workers)

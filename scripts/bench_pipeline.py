@@ -72,10 +72,9 @@ def bench_one_meter(tmp: Path, day: date, repeat: int) -> list[Row]:
         readings, seconds = seed_readings(influx, day, 1, timedelta(seconds=1), ["meter1"])
         print(f"seeded {readings:,} readings (1 meter, 1 Hz, {day}) in {seconds:.1f} s")
         luigi_runs, floor_runs = [], []
+        loaded = [tmp / f"luigi-{n}" for n in range(repeat)]  # an installation per cold run
         for n in range(repeat):
-            luigi_runs.append(
-                run_luigi(influx, tmp / f"luigi-{n}", "DuckLoadDay", day, SMALL_TIMEOUT_S)
-            )
+            luigi_runs.append(run_luigi(influx, loaded[n], "DuckLoadDay", day, SMALL_TIMEOUT_S))
             floor_runs.append(
                 run_floor(influx, tmp / f"floor-{n}", day, 1, timedelta(days=1), SMALL_TIMEOUT_S)
             )
@@ -83,7 +82,7 @@ def bench_one_meter(tmp: Path, day: date, repeat: int) -> list[Row]:
                 f"  run {n + 1}: luigi {luigi_runs[-1].seconds:.2f} s, "
                 f"floor {floor_runs[-1].seconds:.2f} s"
             )
-        fixed = fixed_costs(influx, tmp, day, repeat)
+        fixed = fixed_costs(influx, tmp, loaded[0], day, repeat)
     luigi_s = median([r.seconds for r in luigi_runs])
     floor_s = median([r.seconds for r in floor_runs])
     ratio = luigi_s / floor_s
@@ -110,10 +109,11 @@ def bench_one_meter(tmp: Path, day: date, repeat: int) -> list[Row]:
     ]
 
 
-def fixed_costs(influx: InfluxServer, tmp: Path, day: date, repeat: int) -> list[Row]:
+def fixed_costs(influx: InfluxServer, tmp: Path, loaded: Path, day: date, repeat: int) -> list[Row]:
     """What each cold command pays before its work: the floor's imports alone, and the luigi
-    command on a day it finds complete (its imports, Luigi's parser, the completeness checks).
-    The day lies outside the late-data lookback, so the rerun asks InfluxDB nothing."""
+    command on a day it finds complete in the installation `loaded` (its imports, Luigi's
+    parser, the completeness checks). The day lies outside the late-data lookback, so the rerun
+    asks InfluxDB nothing."""
     imports = "\n".join(
         line for line in FLOOR_SCRIPT.splitlines() if line.startswith(("import ", "from "))
     )
@@ -126,7 +126,7 @@ def fixed_costs(influx: InfluxServer, tmp: Path, day: date, repeat: int) -> list
     )
     complete_s = median(
         [
-            run_luigi(influx, tmp / "luigi-0", "DuckLoadDay", day, SMALL_TIMEOUT_S).seconds
+            run_luigi(influx, loaded, "DuckLoadDay", day, SMALL_TIMEOUT_S).seconds
             for _ in range(repeat)
         ]
     )
