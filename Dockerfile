@@ -20,6 +20,7 @@ COPY pyproject.toml README.md luigi.cfg ./
 COPY contracts ./contracts
 COPY pipeline ./pipeline
 COPY gateway ./gateway
+COPY scheduler ./scheduler
 COPY edge ./edge
 COPY dbt ./dbt
 COPY deploy/luigi ./deploy/luigi

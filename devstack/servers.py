@@ -305,9 +305,10 @@ class LuigidServer(LocalServer):
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        luigid = Path(sys.executable).with_name("luigid")
         return [
-            str(luigid) if luigid.exists() else "luigid",
+            sys.executable,
+            "-m",
+            "scheduler",  # luigid with the deployment's batched task history
             "--address",
             "127.0.0.1",
             "--port",

@@ -1,0 +1,1 @@
+"""luigid, Luigi's central scheduler, as the deployment runs it: `python -m scheduler`."""
