@@ -293,6 +293,19 @@ def test_days_loaded_one_by_one_and_out_of_order_match_a_full_build(
     assert half_hourly(path) == half_hourly(full_build)
 
 
+def test_a_source_name_with_a_quote_builds_incrementally(
+    tmp_path: Path, readings: list[Reading], full_build: Path
+):
+    # The incremental window looks up each source's readings by its name in the SQL.
+    renamed = [(at, "o'hara" if s == "meter2" else s, *values) for at, s, *values in readings]
+    path = database_with(tmp_path / "home_energy.duckdb", renamed, FULL_DAYS[:2])
+    run_dbt_build(path, start_date=FULL_DAYS[0], end_date=FULL_DAYS[1])
+    load_days(path, renamed, [*FULL_DAYS[2:], LAST_READING_DAY])
+    run_dbt_build(path, start_date=FULL_DAYS[2], end_date=LAST_READING_DAY)
+    expected = [("o'hara" if r[0] == "meter2" else r[0], *r[1:]) for r in daily(full_build)]
+    assert sorted(daily(path)) == sorted(expected)
+
+
 def test_a_failing_data_test_raises_an_error_naming_it(tmp_path: Path, readings: list[Reading]):
     bad = (datetime(2025, 3, 1, 12, 7, tzinfo=TOKYO), "meter1", 1000.0, -3.0, None)
     path = database_with(tmp_path / "home_energy.duckdb", [*readings, bad], [FIRST_DAY])

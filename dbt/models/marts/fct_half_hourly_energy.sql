@@ -28,19 +28,12 @@ with register_readings as not materialized (
 {% if rebuild -%}
 {%- set window_starts_at = local_midnight("date '" ~ rebuild.first_date ~ "'") -%}
 {%- set window_ends_at = local_midnight("date '" ~ rebuild.last_date ~ "' + 1") %}
--- The last reading before the window per source and register, from the raw table itself: this
--- reads the whole history before the window, which through the staging view's conversions
--- costs seconds a night over years of readings. Only the instants are found over the history;
--- the readings at them are then looked up, which the instants' range keeps to a row group.
+-- The last reading before the window per source and register, from the raw table itself
+-- (through the staging view's conversions, finding it would read the whole history).
 previous_instants as (
 
-    select
-        source,
-        max(ts_utc) filter (where energy_import_kwh is not null) as import_at,
-        max(ts_utc) filter (where energy_export_kwh is not null) as export_at
-    from {{ source('raw', 'raw_meter_readings') }}
-    where ts_utc < {{ window_starts_at }}
-    group by source
+    {%- set readings = source('raw', 'raw_meter_readings') %}
+    {{ register_neighbours(readings, reading_sources(readings), window_starts_at) }}
 
 ),
 
