@@ -26,21 +26,31 @@ from pathlib import Path
 
 import duckdb
 
+
+@contextmanager
+def garbage_collector_paused() -> Iterator[None]:
+    """No automatic collection in the block: dbt's import and its runs make objects by the
+    hundred thousand, and the collections they set off find little to free."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 _root_handlers = list(logging.getLogger().handlers)
 # dbt's import makes about a hundred thousand objects that live as long as the process (its
 # classes and their generated code). The garbage collector is kept out of them: paused while
 # they are made (0.1 s of the import's 1.2 s), then frozen, so that neither a full collection
 # nor the one at exit (0.3 s) scans them again. A cold daily build is 0.4 s faster.
-_collecting = gc.isenabled()
-gc.disable()
+with garbage_collector_paused():
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus
+    from dbt.cli.main import dbtRunner, dbtRunnerResult
 
-from dbt.adapters.duckdb.connections import DuckDBConnectionManager  # noqa: E402
-from dbt.artifacts.schemas.results import NodeResult, RunStatus, TestStatus  # noqa: E402
-from dbt.cli.main import dbtRunner, dbtRunnerResult  # noqa: E402
-
-gc.freeze()
-if _collecting:
-    gc.enable()
+    gc.freeze()
 # A dependency of dbt calls logging.basicConfig() on import, which would print every Luigi log
 # line twice; the caller's logging stays as it was.
 logging.getLogger().handlers[:] = _root_handlers
@@ -122,7 +132,8 @@ def run_dbt_build(
         "DUCKDB_MEMORY_LIMIT": memory_limit or storage().duckdb_memory_limit,
         **_loaded_days(start_date, end_date),
     }
-    with _environment(**profile_env):
+    # Paused in the run too: a daily build is 0.1 s faster, for 16 MB more at its peak.
+    with _environment(**profile_env), garbage_collector_paused():
         try:
             outcome = dbtRunner().invoke(args)
         finally:
