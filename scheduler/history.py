@@ -1,10 +1,10 @@
 """luigid's task history, written a second at a time instead of an event at a time.
 
 Luigi's DbTaskHistory records every event of every task (scheduled, running, done, failed) in a
-SQLAlchemy session of its own: it loads the task's record, appends the event and commits, about
+SQLAlchemy session of its own: it loads the task's record, appends the event and commits, 3 to
 4 ms on a small machine. luigid answers one request at a time and the worker waits for each
-answer, so a year's backfill (1,095 tasks scheduled, 391 runs) waits about 4 s on it
-(`scripts/bench_backfill.py`).
+answer: a year's backfill (1,095 tasks scheduled, 391 runs) took 34.8 s through luigid with it
+and takes 29.3 s with this one (`scripts/bench_backfill.py`).
 
 `BatchedTaskHistory` queues the events instead, and `write_queued` writes them into the same
 tables in one transaction: luigid calls it every second and when it stops. The History pages
