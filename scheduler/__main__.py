@@ -23,7 +23,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m scheduler", description="Luigi's central scheduler (luigid)"
     )
-    parser.add_argument("--address", help="listening interface (default: every interface)")
+    parser.add_argument(
+        "--address",
+        default="127.0.0.1",  # luigid's default is every interface
+        help="listening interface (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     parser.add_argument("--port", type=int, default=8082, help="listening port")
     parser.add_argument("--unix-socket", help="listen on this Unix socket instead")
     parser.add_argument("--state-path", help="the pickled scheduler state, kept across restarts")

@@ -16,6 +16,7 @@ from luigi.db_task_history import Base, DbTaskHistory
 from luigi.scheduler import Task
 from luigi.task_status import PENDING
 
+from scheduler.__main__ import parse_args
 from scheduler.history import BatchedTaskHistory
 
 ROWS = """
@@ -132,3 +133,8 @@ def test_the_history_page_shows_the_runs(pipeline_env, luigid) -> None:
 def page(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as answer:
         return answer.read().decode()
+
+
+def test_luigid_listens_on_loopback_unless_told_otherwise() -> None:
+    assert parse_args([]).address == "127.0.0.1"
+    assert parse_args(["--address", "0.0.0.0"]).address == "0.0.0.0"
