@@ -43,7 +43,8 @@
   reading after end_date (usually the day after, when days are loaded out of order), and at
   least [start_date - 1, end_date + 1]. Readings are taken per source and register (a register
   is read where its kWh is not NULL), as the energy intervals are. The result is a dict of ISO
-  dates: first_date, last_date.
+  dates, first_date and last_date, and of the sources the raw table holds (for
+  register_neighbours, so a model need not list them again).
 
   The readings are found in the raw table itself (register_neighbours), not through
   int_meter_register_readings, whose conversions would have to run over the whole history.
@@ -76,7 +77,9 @@
     {%- endset -%}
 
     {%- set row = run_query(window_query).rows[0] -%}
-    {{ return({'first_date': row[0] | string, 'last_date': row[1] | string}) }}
+    {{ return({
+        'first_date': row[0] | string, 'last_date': row[1] | string, 'sources': sources,
+    }) }}
 {% endmacro %}
 
 {#- The sources `readings` holds, sorted (one scan of its source column). -#}

@@ -32,8 +32,7 @@ with register_readings as not materialized (
 -- (through the staging view's conversions, finding it would read the whole history).
 previous_instants as (
 
-    {%- set readings = source('raw', 'raw_meter_readings') %}
-    {{ register_neighbours(readings, reading_sources(readings), window_starts_at) }}
+    {{ register_neighbours(source('raw', 'raw_meter_readings'), rebuild.sources, window_starts_at) }}
 
 ),
 
