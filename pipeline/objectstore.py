@@ -148,10 +148,16 @@ class ObjectStoreDataset(Dataset):
 
     def rows_view(self, con: duckdb.DuckDBPyConnection, day: date, view: str) -> None:
         """The partition streamed to DuckDB as Arrow batches, one row group at a time."""
+        con.register(view, self._reader(day))
+
+    def read_table(self, day: date) -> pa.Table:
+        return self._reader(day).read_all()
+
+    def _reader(self, day: date) -> pa.RecordBatchReader:
         files = self.data_files(day)
         with self._explained():
             schema = pq.read_schema(files[0], filesystem=self.fs)
-        con.register(view, pa.RecordBatchReader.from_batches(schema, self._batches(files)))
+        return pa.RecordBatchReader.from_batches(schema, self._batches(files))
 
     def _batches(self, files: list[str]) -> Iterator[pa.RecordBatch]:
         for key in files:

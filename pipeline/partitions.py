@@ -26,6 +26,8 @@ from pathlib import Path
 
 import duckdb
 import luigi
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.errors import disk_space_explained
 from pipeline.failpoints import failpoint
@@ -95,6 +97,10 @@ class Dataset(ABC):
     @abstractmethod
     def rows_view(self, con: duckdb.DuckDBPyConnection, day: date, view: str) -> None:
         """Make the day's rows readable in `con` as `view` (streamed, not loaded whole)."""
+
+    @abstractmethod
+    def read_table(self, day: date) -> pa.Table:
+        """The day's rows whole in memory, for a partition known to be small."""
 
     @abstractmethod
     def probe(self) -> str:
@@ -167,6 +173,10 @@ class PartitionTarget(luigi.Target):
         finally:
             con.unregister(view)
 
+    def read_table(self) -> pa.Table:
+        """The partition's rows whole in memory (see its manifest's `rows` first)."""
+        return self.dataset.read_table(self.day)
+
     def writing(self) -> AbstractContextManager[StagedPartition]:
         """Yields an empty local folder to fill; on success it becomes the partition."""
         return self.dataset.writing(self.day)
@@ -237,6 +247,9 @@ class LocalDataset(Dataset):
 
     def rows_view(self, con: duckdb.DuckDBPyConnection, day: date, view: str) -> None:
         con.register(view, con.read_parquet(self.data_files(day), hive_partitioning=False))
+
+    def read_table(self, day: date) -> pa.Table:
+        return pa.concat_tables(pq.ParquetFile(f).read() for f in self.data_files(day))
 
     def probe(self) -> str:
         return check_writable(self.folder)

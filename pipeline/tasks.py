@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from contextlib import ExitStack
 from datetime import UTC, date, datetime
 
 from pipeline.config import calendar, storage
@@ -42,7 +41,7 @@ from pipeline.task_base import (
     task_class,
     warehouse_file,
 )
-from pipeline.transform import canonical_connection, write_canonical
+from pipeline.transform import CanonicalWriter, arrow_codec
 from pipeline.warehouse import DayLoad, load_days
 
 logger = logging.getLogger("luigi-interface")
@@ -79,7 +78,7 @@ class ExtractDay(PipelineTask):
                 self.date,
                 zone,
                 staged.folder / "part-0.parquet",
-                compression=_arrow_codec(storage().parquet_compression),
+                compression=arrow_codec(storage().parquet_compression),
                 progress=progress,
             )
             archive = self.output()
@@ -113,10 +112,6 @@ class ExtractDay(PipelineTask):
         return [d for d in archived if first_day(d) not in gained]
 
 
-def _arrow_codec(codec: str) -> str:
-    return "none" if codec == "uncompressed" else codec
-
-
 class ParquetDay(DaysPerPublishTask):
     """The canonical `raw_meter_readings` partition of a day (or of each day of a batch), rebuilt
     when the landing changes.
@@ -142,26 +137,17 @@ class ParquetDay(DaysPerPublishTask):
     def run(self) -> None:
         cal, store = calendar(), storage()
         total = 0
-        with ExitStack() as stack:
-            con = None
-            days = list(zip(self.input(), self.output(), strict=True))
+        days = list(zip(self.input(), self.output(), strict=True))
+        with CanonicalWriter(
+            tz=cal.tz,
+            source_default=cal.source_default,
+            compression=store.parquet_compression,
+            row_group_size=store.parquet_row_group_size,
+            memory_limit=store.duckdb_memory_limit,
+        ) as writer:
             for n, (landing, target) in enumerate(days):
                 with target.writing() as staged:
-                    if con is None:  # DuckDB spills beside the first day's staging folder
-                        spill = staged.folder.with_name(staged.folder.name + ".spill")
-                        con = stack.enter_context(
-                            canonical_connection(store.duckdb_memory_limit, spill)
-                        )
-                    stats = write_canonical(
-                        con,
-                        landing,
-                        staged.folder / "part-0.parquet",
-                        tz=cal.tz,
-                        source_default=cal.source_default,
-                        ingested_at=datetime.fromisoformat(landing.manifest()["extracted_at"]),
-                        compression=store.parquet_compression,
-                        row_group_size=store.parquet_row_group_size,
-                    )
+                    stats = writer.write(landing, staged.folder / "part-0.parquet")
                     staged.manifest.update(
                         rows=stats.rows, sources=stats.sources, built_from=landing.fingerprint()
                     )

@@ -29,6 +29,7 @@ import luigi.worker  # noqa: E402
 
 import pipeline.extract  # noqa: E402
 import pipeline.tasks  # noqa: E402
+import pipeline.transform  # noqa: E402
 
 # (where it is looked up, its name there, what the line says)
 STAGES: list[tuple[Any, str, str]] = [
@@ -39,7 +40,7 @@ STAGES: list[tuple[Any, str, str]] = [
     (pipeline.extract.InfluxSource, "daily_field_counts", "  of them, per-day counts"),
     (pipeline.tasks.ExtractDay, "run", "ExtractDay.run"),
     (pipeline.tasks.ParquetDay, "run", "ParquetDay.run"),
-    (pipeline.tasks, "write_canonical", "  canonical transform"),
+    (pipeline.transform.CanonicalWriter, "write", "  canonical transform"),
     (pipeline.tasks.DuckLoadDay, "run", "DuckLoadDay.run"),
     (pipeline.tasks, "load_days", "  DuckDB load"),
 ]
