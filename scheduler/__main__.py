@@ -1,7 +1,9 @@
-"""`python -m scheduler`: luigid with the batched task history (scheduler/history.py).
+"""`python -m scheduler`: luigid with the batched task history (scheduler/history.py) and
+cheap pending counts (scheduler/counting.py).
 
 The options are luigid's, but for `--background`: the deployment's supervisor (compose,
-systemd) keeps it running. With `[scheduler] record_task_history` false it is luigid as is.
+systemd) keeps it running. With `[scheduler] record_task_history` false it records no history,
+as luigid.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import luigi.server
 import tornado.ioloop
 from luigi.setup_logging import DaemonLogging
 
+from scheduler.counting import PendingCountScheduler
 from scheduler.history import WRITE_EVERY_S, BatchedTaskHistory
 
 
@@ -38,13 +41,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def scheduler_with_history() -> luigi.scheduler.Scheduler:
-    """The scheduler luigid would build, its history (if one is recorded) batched."""
+    """The scheduler luigid would build, its pending counts cheap and its history (if one is
+    recorded) batched."""
     if not luigi.scheduler.scheduler().record_task_history:
-        return luigi.scheduler.Scheduler()
+        return PendingCountScheduler()
     history = BatchedTaskHistory()
     tornado.ioloop.PeriodicCallback(history.write_queued, WRITE_EVERY_S * 1000).start()
     atexit.register(history.write_queued)  # luigid exits through sys.exit on SIGTERM
-    return luigi.scheduler.Scheduler(task_history_impl=history)
+    return PendingCountScheduler(task_history_impl=history)
 
 
 def main(argv: list[str]) -> None:
