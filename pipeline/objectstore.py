@@ -146,15 +146,15 @@ class ObjectStoreDataset(Dataset):
         prefix = self._attempt_key(day, manifest["attempt"])
         return [f"{prefix}/{name}" for name in manifest["files"]]
 
-    def rows_view(self, con: duckdb.DuckDBPyConnection, day: date, view: str) -> None:
-        """The partition streamed to DuckDB as Arrow batches, one row group at a time."""
-        con.register(view, self._reader(day))
+    def rows_view(self, con: duckdb.DuckDBPyConnection, days: list[date], view: str) -> None:
+        """The partitions streamed to DuckDB as Arrow batches, one row group at a time."""
+        con.register(view, self._reader(days))
 
     def read_table(self, day: date) -> pa.Table:
-        return self._reader(day).read_all()
+        return self._reader([day]).read_all()
 
-    def _reader(self, day: date) -> pa.RecordBatchReader:
-        files = self.data_files(day)
+    def _reader(self, days: list[date]) -> pa.RecordBatchReader:
+        files = [file for day in days for file in self.data_files(day)]
         with self._explained():
             schema = pq.read_schema(files[0], filesystem=self.fs)
         return pa.RecordBatchReader.from_batches(schema, self._batches(files))

@@ -95,8 +95,8 @@ class Dataset(ABC):
         """Recover every day crashed writers left something for."""
 
     @abstractmethod
-    def rows_view(self, con: duckdb.DuckDBPyConnection, day: date, view: str) -> None:
-        """Make the day's rows readable in `con` as `view` (streamed, not loaded whole)."""
+    def rows_view(self, con: duckdb.DuckDBPyConnection, days: list[date], view: str) -> None:
+        """Make the days' rows readable in `con` as `view` (streamed, not loaded whole)."""
 
     @abstractmethod
     def read_table(self, day: date) -> pa.Table:
@@ -164,14 +164,9 @@ class PartitionTarget(luigi.Target):
     def data_files(self) -> list[str]:
         return self.dataset.data_files(self.day)
 
-    @contextmanager
-    def rows(self, con: duckdb.DuckDBPyConnection, view: str) -> Iterator[str]:
+    def rows(self, con: duckdb.DuckDBPyConnection, view: str) -> AbstractContextManager[str]:
         """The partition's rows as a temporary view of `con`, named `view`, while in use."""
-        self.dataset.rows_view(con, self.day, view)
-        try:
-            yield view
-        finally:
-            con.unregister(view)
+        return rows_of([self], con, view)
 
     def read_table(self) -> pa.Table:
         """The partition's rows whole in memory (see its manifest's `rows` first)."""
@@ -207,6 +202,20 @@ class PartitionTarget(luigi.Target):
             return self.dataset.read_text(self.day, REBUILD_FLAG)
         except FileNotFoundError:
             return None
+
+
+@contextmanager
+def rows_of(
+    partitions: list[PartitionTarget], con: duckdb.DuckDBPyConnection, view: str
+) -> Iterator[str]:
+    """The rows of partitions of one dataset as one temporary view of `con`, named `view`,
+    while in use: one statement reads them all (a statement per small day costs more than its
+    rows)."""
+    partitions[0].dataset.rows_view(con, [p.day for p in partitions], view)
+    try:
+        yield view
+    finally:
+        con.unregister(view)
 
 
 class LocalDataset(Dataset):
@@ -245,8 +254,9 @@ class LocalDataset(Dataset):
     def data_files(self, day: date) -> list[str]:
         return [str(p) for p in sorted(self.path(day).glob("*.parquet"))]
 
-    def rows_view(self, con: duckdb.DuckDBPyConnection, day: date, view: str) -> None:
-        con.register(view, con.read_parquet(self.data_files(day), hive_partitioning=False))
+    def rows_view(self, con: duckdb.DuckDBPyConnection, days: list[date], view: str) -> None:
+        files = [file for day in days for file in self.data_files(day)]
+        con.register(view, con.read_parquet(files, hive_partitioning=False))
 
     def read_table(self, day: date) -> pa.Table:
         return pa.concat_tables(pq.ParquetFile(f).read() for f in self.data_files(day))

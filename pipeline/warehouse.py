@@ -16,7 +16,7 @@ from pipeline.database import scalar
 from pipeline.errors import PipelineError
 from pipeline.failpoints import failpoint
 from pipeline.markers import MarkerRow, write_markers
-from pipeline.partitions import PartitionTarget
+from pipeline.partitions import PartitionTarget, rows_of
 from pipeline.schema import MARKER_TABLE, RAW_COLUMN_LIST, RAW_TABLE
 
 
@@ -34,20 +34,23 @@ def load_days(
     con: duckdb.DuckDBPyConnection, loads: list[DayLoad], loaded: Callable[[int, int], None]
 ) -> int:
     """Replace the days' readings from their partitions and mark each, in one transaction;
-    `loaded(days, rows)` after each day. The total of rows loaded.
+    `loaded(days, rows)` once they are in. The total of rows loaded.
 
-    A partition is read where it is (a local folder, or object storage as Arrow batches). One
-    transaction and one marker statement, not one per day: each costs as much as loading a small
-    day, and a batch is published (or not) as a whole anyway.
+    The partitions (of one dataset) are read where they are (a local folder, or object storage
+    as Arrow batches) by one INSERT, and marked by one statement: a statement per day costs as
+    much as loading a small day, and a batch is published (or not) as a whole anyway.
     """
-    markers: list[MarkerRow] = []
-    total = 0
     con.execute("begin transaction")
     try:
         for load in loads:
-            markers.append(_replace_day(con, load))
-            total += markers[-1].row_count or 0
-            loaded(len(markers), total)
+            con.execute(f"delete from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", _window(load))
+        with rows_of([load.partition for load in loads], con, "partition_rows") as rows:
+            con.execute(
+                f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} from {rows}"
+            )
+        markers = [_marker(con, load) for load in loads]
+        total = sum(marker.row_count or 0 for marker in markers)
+        loaded(len(markers), total)
         write_markers(con, markers)
         failpoint("load.before_commit")
         con.execute("commit")
@@ -60,15 +63,14 @@ def load_days(
     return total
 
 
-def _replace_day(con: duckdb.DuckDBPyConnection, load: DayLoad) -> MarkerRow:
-    """The day's rows replaced; its marker, to write with the batch's."""
-    window = list(load.window_utc)
-    con.execute(f"delete from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", window)
-    with load.partition.rows(con, "partition_rows") as rows:
-        con.execute(
-            f"insert into {RAW_TABLE} ({RAW_COLUMN_LIST}) select {RAW_COLUMN_LIST} from {rows}"
-        )
-    rows = scalar(con, f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?", window)
+def _window(load: DayLoad) -> list[datetime]:
+    return list(load.window_utc)
+
+
+def _marker(con: duckdb.DuckDBPyConnection, load: DayLoad) -> MarkerRow:
+    """The day's marker, its row count read from the table as loaded."""
+    query = f"select count(*) from {RAW_TABLE} where ts_utc >= ? and ts_utc < ?"
+    rows = scalar(con, query, _window(load))
     return MarkerRow(load.update_id, RAW_TABLE, load.partition.day, rows, load.fingerprint)
 
 
