@@ -116,9 +116,9 @@ class ParquetDay(DaysPerPublishTask):
     """The canonical `raw_meter_readings` partition of a day (or of each day of a batch), rebuilt
     when the landing changes.
 
-    Luigi batches the days of a backfill (at most `[storage] days_per_publish`): one task run and
-    one DuckDB connection build them all, each day still its own partition. A day that fails
-    fails its batch; the days built before it stay built.
+    Luigi batches the days of a backfill (at most `[storage] days_per_publish`): one task run
+    builds them all, each day still its own partition (`CanonicalWriter` chooses Arrow or DuckDB
+    per day). A day that fails fails its batch; the days built before it stay built.
     """
 
     date = LocalDaysParameter(description="local day YYYY-MM-DD (or a span); default yesterday")

@@ -18,7 +18,7 @@ Both give the same rows (tests/test_transform.py compares them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -95,7 +95,7 @@ class CanonicalWriter:
     compression: str
     row_group_size: int
     memory_limit: str
-    _con: duckdb.DuckDBPyConnection | None = None
+    _con: duckdb.DuckDBPyConnection | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> CanonicalWriter:
         return self

@@ -12,8 +12,8 @@ WORKER = "worker-1"
 
 
 def play(scheduler: luigi.scheduler.Scheduler, blocked_by: str | None) -> None:
-    """Two days of three tasks each (extract <- load <- build) and one more failed day; the
-    task `blocked_by`, if any, is then disabled."""
+    """Three days of three tasks each (extract <- load <- build), d2's extract done and d3's
+    failed; then the task `blocked_by`, if any, disabled."""
     for day in ("d1", "d2", "d3"):
         scheduler.add_task(worker=WORKER, task_id=f"extract_{day}", status=PENDING)
         scheduler.add_task(
