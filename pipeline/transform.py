@@ -8,7 +8,8 @@ wall clock, the default source, NULL for what was not sent, one row per (source,
   parquet_row_group_size`; a meter read every second makes 86,400 readings a day) whose
   readings all carry a source, one per (source, ts_utc), as InfluxDB answers: the landing is
   sorted, the two columns are added, the file is written. It takes about a third of the DuckDB
-  statement's time, and opens no DuckDB instance.
+  statement's time, and opens no DuckDB instance. Arrow reads the system's time-zone database
+  (Debian's `tzdata`); where that lacks the zone, DuckDB (which carries its own) writes every day.
 - One DuckDB statement otherwise: it applies the default source and the deduplication rule
   below, and streams the landing, spilling to disk past its memory limit, so a day of 100
   meters stays within a bounded footprint.
@@ -18,6 +19,7 @@ Both give the same rows (tests/test_transform.py compares them).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,7 +113,7 @@ class CanonicalWriter:
         """The canonical file of the landing partition, at `target`."""
         manifest = landing.manifest()
         ingested_at = datetime.fromisoformat(manifest["extracted_at"])
-        if manifest["rows"] <= self.row_group_size:
+        if manifest["rows"] <= self.row_group_size and arrow_knows_zone(self.tz):
             table = canonical_table(landing.read_table(), tz=self.tz, ingested_at=ingested_at)
             if table is not None:
                 pq.write_table(
@@ -155,6 +157,18 @@ class CanonicalWriter:
             self._con.execute(f"set temp_directory = '{spill_dir}'")
             self._con.execute("set threads = 2")
         return self._con
+
+
+@functools.cache
+def arrow_knows_zone(tz: str) -> bool:
+    """Whether Arrow finds the time zone. It reads the system's database (Debian's `tzdata`),
+    which a slim image may lack; DuckDB carries its own, and then writes every day."""
+    try:
+        epoch = _repeated(datetime(1970, 1, 1, tzinfo=UTC), 1)
+        pc.local_timestamp(epoch.cast(pa.timestamp("us", tz=tz)))
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def canonical_table(landing: pa.Table, *, tz: str, ingested_at: datetime) -> pa.Table | None:

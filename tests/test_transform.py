@@ -1,4 +1,5 @@
-"""The canonical transform's two ways (Arrow in memory, one DuckDB statement) give the same rows."""
+"""The canonical transform's two ways (Arrow in memory, one DuckDB statement) give the same
+rows."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import transform
 from pipeline.extract import LANDING_SCHEMA
 from pipeline.partitions import LocalDataset, PartitionTarget
-from pipeline.transform import CanonicalWriter
+from pipeline.transform import CanonicalWriter, arrow_knows_zone
 
 DAY = date(2025, 3, 30)  # Europe/Berlin and America/... keep their clocks apart this month
 EXTRACTED_AT = datetime(2025, 4, 1, 2, 3, 4, 567890, tzinfo=UTC)
@@ -106,3 +108,13 @@ def test_readings_without_a_source_go_through_duckdb_and_take_the_default(tmp_pa
         ("x", at(3), 6.0),
     ]
     assert {r["ingested_at"] for r in table} == {EXTRACTED_AT}
+
+
+def test_a_zone_arrow_cannot_find_goes_through_duckdb(tmp_path, monkeypatch) -> None:
+    assert arrow_knows_zone("Asia/Tokyo") and not arrow_knows_zone("Nowhere/Land")
+    monkeypatch.setattr(transform, "arrow_knows_zone", lambda tz: False)  # no system tzdata
+    written = canonical(
+        landing(tmp_path / "landing", ONE_METER), tmp_path / "c.parquet", "UTC", 10_000
+    )
+    assert written.metadata.created_by.startswith("DuckDB")
+    assert written.read().num_rows == len(ONE_METER)
