@@ -202,7 +202,12 @@ class InfluxSource:
     ) -> ExtractStats:
         """Write every reading of a local day to one Parquet file."""
         stats = ExtractStats()
-        with pq.ParquetWriter(path, LANDING_SCHEMA, compression=compression) as writer:
+        # Dictionary pages only for the source: times and values are mostly distinct, and
+        # encoding them so makes the file larger and slower to write (a 1 Hz day: 0.6 MB in
+        # 17 ms against 0.3 MB in 10 ms).
+        with pq.ParquetWriter(
+            path, LANDING_SCHEMA, compression=compression, use_dictionary=[SOURCE_TAG]
+        ) as writer:
             for upto, table in self._day_tables(day, zone):
                 writer.write_table(table)
                 stats.rows += table.num_rows

@@ -121,7 +121,7 @@ class CanonicalWriter:
                     target,
                     compression=arrow_codec(self.compression),
                     row_group_size=self.row_group_size,
-                    use_dictionary=["source"],  # times and values are mostly distinct
+                    use_dictionary=["source"],  # as the landing (InfluxSource.extract)
                 )
                 return CanonicalStats(table.num_rows, pc.count_distinct(table["source"]).as_py())
         return self._write_with_duckdb(landing, target, ingested_at)
