@@ -212,10 +212,8 @@ class DuckLoadDay(DaysPerPublishTask):
             for part in self.partitions()
         ]
 
-        def loaded(days: int, rows: int) -> None:
-            self.report(
-                days / len(loads), f"{rows:,} rows loaded, day {loads[days - 1].partition.day}"
-            )
+        def loaded(rows: int) -> None:
+            self.report(1.0, f"{rows:,} rows loaded, day {loads[-1].partition.day}")
 
         with live_warehouse().writing() as con:
             total = load_days(con, loads, loaded)

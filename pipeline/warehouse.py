@@ -31,10 +31,10 @@ class DayLoad:
 
 
 def load_days(
-    con: duckdb.DuckDBPyConnection, loads: list[DayLoad], loaded: Callable[[int, int], None]
+    con: duckdb.DuckDBPyConnection, loads: list[DayLoad], loaded: Callable[[int], None]
 ) -> int:
     """Replace the days' readings from their partitions and mark each, in one transaction;
-    `loaded(days, rows)` once they are in. The total of rows loaded.
+    `loaded(rows)` once they are in, before the commit. The total of rows loaded.
 
     The partitions (of one dataset) are read where they are (a local folder, or object storage
     as Arrow batches) by one INSERT, and marked by one statement: a statement per day costs as
@@ -50,7 +50,7 @@ def load_days(
             )
         markers = [_marker(con, load) for load in loads]
         total = sum(marker.row_count or 0 for marker in markers)
-        loaded(len(markers), total)
+        loaded(total)
         write_markers(con, markers)
         failpoint("load.before_commit")
         con.execute("commit")
