@@ -149,7 +149,7 @@ class ParquetDay(DaysPerPublishTask):
                 with target.writing() as staged:
                     stats = writer.write(landing, staged.folder / "part-0.parquet")
                     staged.manifest.update(
-                        rows=stats.rows, sources=stats.sources, built_from=landing.fingerprint()
+                        rows=stats.rows, sources=stats.sources, built_from=stats.built_from
                     )
                 total += stats.rows
                 self.report((n + 1) / len(days), f"{total:,} readings, day {target.day}")

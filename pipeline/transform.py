@@ -82,6 +82,7 @@ UTC_MICROS = pa.timestamp("us", tz="UTC")
 class CanonicalStats:
     rows: int
     sources: int
+    built_from: str  # the fingerprint of the landing it was made from
 
 
 @dataclass
@@ -110,7 +111,8 @@ class CanonicalWriter:
             self._con = None
 
     def write(self, landing: PartitionTarget, target: Path) -> CanonicalStats:
-        """The canonical file of the landing partition, at `target`."""
+        """The canonical file of the landing partition, at `target`. The landing's manifest
+        (a request on object storage) is read once, for the rows, the time and `built_from`."""
         manifest = landing.manifest()
         ingested_at = datetime.fromisoformat(manifest["extracted_at"])
         if manifest["rows"] <= self.row_group_size and arrow_knows_zone(self.tz):
@@ -123,12 +125,15 @@ class CanonicalWriter:
                     row_group_size=self.row_group_size,
                     use_dictionary=["source"],  # as the landing (InfluxSource.extract)
                 )
-                return CanonicalStats(table.num_rows, pc.count_distinct(table["source"]).as_py())
-        return self._write_with_duckdb(landing, target, ingested_at)
+                sources = pc.count_distinct(table["source"]).as_py()
+                return CanonicalStats(table.num_rows, sources, manifest["fingerprint"])
+        rows, sources = self._write_with_duckdb(landing, target, ingested_at)
+        return CanonicalStats(rows, sources, manifest["fingerprint"])
 
     def _write_with_duckdb(
         self, landing: PartitionTarget, target: Path, ingested_at: datetime
-    ) -> CanonicalStats:
+    ) -> tuple[int, int]:
+        """The file written by CANONICAL_SQL; its rows and sources, as written."""
         con = self._connection(spill_dir=target.parent.with_name(target.parent.name + ".spill"))
         sql = CANONICAL_SQL.format(
             target=str(target).replace("'", "''"),
@@ -146,7 +151,7 @@ class CanonicalWriter:
             "from read_parquet(?, hive_partitioning = false)",
             [str(target)],
         ).fetchall()
-        return CanonicalStats(rows=rows, sources=sources)
+        return rows, sources
 
     def _connection(self, spill_dir: Path) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB, spilling to `spill_dir` (beside a staging folder, which the
