@@ -4,11 +4,13 @@ import gc
 import logging
 import warnings
 
+import luigi.rpc
 from luigi.parameter import UnconsumedParameterWarning
 
 from pipeline import runlog  # noqa: F401  (registers the run-log event handlers)
 from pipeline.errors import OneLineExpectedFailures
 from pipeline.forecast_task import ForecastDay
+from pipeline.luigi_client import KeepAliveFetcher
 from pipeline.nightly import NightlyDay
 from pipeline.outputs import HomeAssistantPublishDay, InfluxWriteBackDay
 from pipeline.ranges import RangeDaily
@@ -16,6 +18,10 @@ from pipeline.reports import ReportDay
 from pipeline.tasks import DbtBuild, DuckLoadDay, ExtractDay, ParquetDay
 
 logging.getLogger("luigi-interface").addFilter(OneLineExpectedFailures())
+
+# luigid's round trips on kept-alive connections (pipeline/luigi_client.py): Luigi's
+# RemoteScheduler makes its fetcher from this name when it is created, after this import.
+luigi.rpc.RequestsFetcher = KeepAliveFetcher  # type: ignore[misc]  # a subclass of it
 
 # Luigi's own noise on every run, not the user's business: it does read [core] rpc-retry-*
 # and default-scheduler-* (through aliases its check does not know), and RangeDaily's

@@ -283,9 +283,10 @@ class storage(Section):
     )
     days_per_publish = EnvIntParameter(
         env="DUCKDB_DAYS_PER_PUBLISH",
-        default=31,
+        default=366,
         description="most days one DuckLoadDay batch loads before publishing; publishing copies "
-        "the database, so a backfill publishes days/this many times; ParquetDay batches as many",
+        "the database, so a backfill publishes days/this many times (a year: once); ParquetDay "
+        "batches as many",
     )
     lock_timeout_s = EnvFloatParameter(
         env="DUCKDB_LOCK_TIMEOUT_S",
