@@ -8,8 +8,11 @@
    (`FLOOR_SCRIPT` in scripts/_bench.py: one InfluxDB query for the day -> Arrow -> Parquet ->
    one DuckDB load from read_parquet), each a cold process with a fresh Parquet folder and
    DuckDB file, median of `--repeat`. Goal (issue 13): luigi <= 1.3 x the floor. Then what
-   every cold command pays before its work: the floor's imports alone, and the luigi command
-   again on the day it has loaded (nothing to do but import, parse and check completeness).
+   every cold command pays before its work: the floor's imports alone, the luigi command
+   again on the day it has loaded (nothing to do but import, parse and check completeness),
+   and Luigi itself: the luigi command running one complete task from a module that imports
+   the floor's libraries and not the pipeline. What that costs beyond the floor's imports is
+   the least any luigi command adds to the floor, printed as the lowest ratio it allows.
 2. 100 meters at 1 Hz for one day (8.64 million readings): the same luigi command once; wall
    time, readings/s and peak RSS. Goal: peak RSS < 1 GiB. Then, to show where time and memory
    go, the floor script (in hourly windows: one query would hold 8.64 million readings) and
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import (
     FLOOR_SCRIPT,
+    LUIGI,
     PYTHON,
     Row,
     Run,
@@ -53,6 +57,15 @@ RATIO_GOAL = 1.3
 RSS_GOAL_MIB = 1024
 SMALL_TIMEOUT_S = 300
 LARGE_TIMEOUT_S = 3600
+# Luigi with nothing of the pipeline: the floor's imports (FLOOR_IMPORTS) and a complete task.
+BARE_LUIGI_MODULE = """{imports}
+import luigi
+
+
+class Complete(luigi.Task):
+    def complete(self) -> bool:
+        return True
+"""
 
 
 def run_luigi(influx: InfluxServer, workdir: Path, task: str, day: date, timeout_s: float) -> Run:
@@ -82,9 +95,9 @@ def bench_one_meter(tmp: Path, day: date, repeat: int) -> list[Row]:
                 f"  run {n + 1}: luigi {luigi_runs[-1].seconds:.2f} s, "
                 f"floor {floor_runs[-1].seconds:.2f} s"
             )
-        fixed = fixed_costs(influx, tmp, loaded[0], day, repeat)
-    luigi_s = median([r.seconds for r in luigi_runs])
-    floor_s = median([r.seconds for r in floor_runs])
+        luigi_s = median([r.seconds for r in luigi_runs])
+        floor_s = median([r.seconds for r in floor_runs])
+        fixed = fixed_costs(influx, tmp, loaded[0], day, repeat, floor_s)
     ratio = luigi_s / floor_s
     # Noise on a shared machine only ever adds time, so the best runs are shown beside.
     best_ratio = min(r.seconds for r in luigi_runs) / min(r.seconds for r in floor_runs)
@@ -109,11 +122,13 @@ def bench_one_meter(tmp: Path, day: date, repeat: int) -> list[Row]:
     ]
 
 
-def fixed_costs(influx: InfluxServer, tmp: Path, loaded: Path, day: date, repeat: int) -> list[Row]:
-    """What each cold command pays before its work: the floor's imports alone, and the luigi
+def fixed_costs(
+    influx: InfluxServer, tmp: Path, loaded: Path, day: date, repeat: int, floor_s: float
+) -> list[Row]:
+    """What each cold command pays before its work: the floor's imports alone; the luigi
     command on a day it finds complete in the installation `loaded` (its imports, Luigi's
-    parser, the completeness checks). The day lies outside the late-data lookback, so the rerun
-    asks InfluxDB nothing."""
+    parser, the completeness checks; the day lies outside the late-data lookback, so the rerun
+    asks InfluxDB nothing); and Luigi itself, with the floor's imports and no pipeline."""
     imports = "\n".join(
         line for line in FLOOR_SCRIPT.splitlines() if line.startswith(("import ", "from "))
     )
@@ -130,9 +145,25 @@ def fixed_costs(influx: InfluxServer, tmp: Path, loaded: Path, day: date, repeat
             for _ in range(repeat)
         ]
     )
+    bare = tmp / "bare-luigi"
+    bare.mkdir()
+    (bare / "bare_luigi.py").write_text(BARE_LUIGI_MODULE.format(imports=imports))
+    bare_env = {**env, "PYTHONPATH": str(bare)}
+    bare_command = [LUIGI, "--module", "bare_luigi", "Complete", "--local-scheduler"]
+    bare_s = median(
+        [
+            run_cold(bare_command, bare_env, bare / "luigi.log", SMALL_TIMEOUT_S).seconds
+            for _ in range(repeat)
+        ]
+    )
+    luigi_own_s = bare_s - import_s
+    lowest = (floor_s + luigi_own_s) / floor_s
     print(
         f"  fixed costs: the floor's imports alone {import_s:.2f} s; "
-        f"luigi DuckLoadDay on the complete day {complete_s:.2f} s (medians of {repeat})"
+        f"luigi DuckLoadDay on the complete day {complete_s:.2f} s; Luigi itself (a complete "
+        f"task, the floor's imports, no pipeline) {bare_s:.2f} s, {luigi_own_s:.2f} s beyond "
+        f"the floor's imports: the lowest ratio a luigi command allows is {lowest:.2f} "
+        f"(medians of {repeat})"
     )
     return [
         ("1 meter, the floor's imports alone", f"{import_s:.2f} s", f"median of {repeat}"),
@@ -141,6 +172,8 @@ def fixed_costs(influx: InfluxServer, tmp: Path, loaded: Path, day: date, repeat
             f"{complete_s:.2f} s",
             "imports, Luigi's parser, completeness checks",
         ),
+        ("1 meter, Luigi itself", f"{bare_s:.2f} s", "a complete task, the floor's imports"),
+        ("1 meter, lowest ratio with Luigi", f"{lowest:.2f}", "(floor + Luigi's own) / floor"),
     ]
 
 
