@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -140,28 +141,20 @@ def fixed_costs(
         line for line in FLOOR_SCRIPT.splitlines() if line.startswith(("import ", "from "))
     )
     env = pipeline_env(influx, tmp / "imports")
-    import_s = median(
-        [
-            run_cold([PYTHON, "-c", imports], env, tmp / "imports.log", SMALL_TIMEOUT_S).seconds
-            for _ in range(repeat)
-        ]
-    )
-    complete_s = median(
-        [
-            run_luigi(influx, loaded, "DuckLoadDay", day, SMALL_TIMEOUT_S).seconds
-            for _ in range(repeat)
-        ]
-    )
     bare = tmp / "bare-luigi"
     bare.mkdir()
     (bare / "bare_luigi.py").write_text(BARE_LUIGI_MODULE.format(imports=imports))
     bare_env = {**env, "PYTHONPATH": str(bare)}
     bare_command = [LUIGI, "--module", "bare_luigi", "Complete", "--local-scheduler"]
-    bare_s = median(
-        [
-            run_cold(bare_command, bare_env, bare / "luigi.log", SMALL_TIMEOUT_S).seconds
-            for _ in range(repeat)
-        ]
+    import_s = median_seconds(
+        lambda: run_cold([PYTHON, "-c", imports], env, tmp / "imports.log", SMALL_TIMEOUT_S),
+        repeat,
+    )
+    complete_s = median_seconds(
+        lambda: run_luigi(influx, loaded, "DuckLoadDay", day, SMALL_TIMEOUT_S), repeat
+    )
+    bare_s = median_seconds(
+        lambda: run_cold(bare_command, bare_env, bare / "luigi.log", SMALL_TIMEOUT_S), repeat
     )
     luigi_own_s = bare_s - import_s
     lowest = (floor_s + luigi_own_s) / floor_s
@@ -184,6 +177,11 @@ def fixed_costs(
         ("1 meter, lowest ratio with Luigi", f"{lowest:.2f}", "(floor + Luigi's own) / floor"),
         ("1 meter, ratio to floor + Luigi", f"{beyond_luigi:.2f}", "luigi / (floor + Luigi's own)"),
     ]
+
+
+def median_seconds(run: Callable[[], Run], repeat: int) -> float:
+    """The median wall time of `repeat` runs of a cold command."""
+    return median([run().seconds for _ in range(repeat)])
 
 
 def bench_hundred_meters(tmp: Path, day: date) -> list[Row]:
